@@ -1,0 +1,47 @@
+package maps
+
+import "github.com/bpfipe/bpfipe/policy"
+
+// StateIndex is the verdict slot of a file: each boolean property is
+// UNOBSERVABLE when the kernel cannot establish it, else TRUE or FALSE, and
+// every observable one is FALSE when there is no file (the FALSE forms of
+// IPE's properties hold for anonymous memory).
+func StateIndex(subj policy.Subject, obs policy.Observability) uint32 {
+	bv := propState(true, subj.HasFile && subj.BootVerified)
+	dvSig := propState(obs.DMVeritySignature, subj.HasFile && subj.DMVeritySigned)
+	fvSig := propState(obs.FSVeritySignature, subj.HasFile && subj.FSVeritySigned)
+	return bv + 3*dvSig + 9*fvSig
+}
+
+func propState(observable, value bool) uint32 {
+	switch {
+	case !observable:
+		return propUnobservable
+	case value:
+		return propTrue
+	default:
+		return propFalse
+	}
+}
+
+// boolPropWeight is each boolean property's multiplier in the state index.
+var boolPropWeight = map[policy.PropKind]uint32{
+	policy.PropBootVerified:      1,
+	policy.PropDMVeritySignature: 3,
+	policy.PropFSVeritySignature: 9,
+}
+
+// statesWhere returns the set of states, one bit per state index, in which
+// the boolean property whose weight is weight is in state want.
+func statesWhere(weight, want uint32) uint32 {
+	var set uint32
+	for s := range uint32(NumStates) {
+		if s/weight%3 == want {
+			set |= 1 << s
+		}
+	}
+	return set
+}
+
+// allStates has one bit for each of the NumStates states.
+const allStates = 1<<NumStates - 1

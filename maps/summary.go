@@ -1,0 +1,64 @@
+package maps
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/bpfipe/bpfipe/bpf"
+	"github.com/bpfipe/bpfipe/policy"
+)
+
+// RowBytes is what one row costs in the kernel map's keys and values,
+// before the hash table's own per-element overhead.
+var RowBytes = binary.Size(bpf.RowKey{}) + binary.Size(bpf.Row{})
+
+// Summary is what a compiled policy amounts to in the kernel.
+type Summary struct {
+	Rules       int
+	RulesPerOp  [policy.NumOps]int
+	DeadRules   int
+	Rows        int
+	RowsPerKind [NumRowKinds]int
+	// KernelBytes is the bytes of all keys and values, RowBytes per row.
+	KernelBytes int
+}
+
+// Summary counts the rules and rows of t.
+func (t *Tables) Summary() Summary {
+	s := Summary{RulesPerOp: t.rulesPerOp, DeadRules: len(t.Dead), Rows: len(t.Rows)}
+	for _, n := range t.rulesPerOp {
+		s.Rules += n
+	}
+	for i := range t.Rows {
+		if k := t.Rows[i].Key.Kind; int(k) < NumRowKinds {
+			s.RowsPerKind[k]++
+		}
+	}
+	s.KernelBytes = s.Rows * RowBytes
+	return s
+}
+
+// String renders the summary for people, one aspect per line.
+func (s Summary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "rules: %d", s.Rules)
+	var perOp []string
+	for op, n := range s.RulesPerOp {
+		if n > 0 {
+			perOp = append(perOp, fmt.Sprintf("%s %d", policy.Op(op), n))
+		}
+	}
+	if len(perOp) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(perOp, ", "))
+	}
+	fmt.Fprintf(&b, "\ndead rules: %d\nrows: %d (", s.DeadRules, s.Rows)
+	for k, n := range s.RowsPerKind {
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", RowKind(k), n)
+	}
+	fmt.Fprintf(&b, ")\nkernel bytes: %d (%d per row, keys and values)\n", s.KernelBytes, RowBytes)
+	return b.String()
+}

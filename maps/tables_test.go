@@ -1,0 +1,584 @@
+package maps
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/bpfipe/bpfipe/bpf"
+	"github.com/bpfipe/bpfipe/policy"
+)
+
+var (
+	hashA = digest("sha256", "aa00000000000000000000000000000000000000000000000000000000000001")
+	hashB = digest("sha256", "bb00000000000000000000000000000000000000000000000000000000000002")
+	fileF = digest("sha256", "ff00000000000000000000000000000000000000000000000000000000000003")
+)
+
+// check is one lookup and the verdict worked out by hand from IPE's rules.
+type check struct {
+	name string
+	op   policy.Op
+	subj policy.Subject
+	obs  policy.Observability
+	want Verdict
+}
+
+// rowWant gives a row's verdict for each combination of the
+// (boot_verified, dmverity_signature, fsverity_signature) states.
+type rowWant struct {
+	key     bpf.RowKey
+	verdict func(bv, dvSig, fvSig uint32) uint32
+}
+
+func everywhere(v uint32) func(_, _, _ uint32) uint32 {
+	return func(_, _, _ uint32) uint32 { return v }
+}
+
+// where is v in the states in selects and NoVerdict elsewhere.
+func where(v uint32, in func(bv, dvSig, fvSig uint32) bool) func(_, _, _ uint32) uint32 {
+	return func(bv, dvSig, fvSig uint32) uint32 {
+		if in(bv, dvSig, fvSig) {
+			return v
+		}
+		return NoVerdict
+	}
+}
+
+func mustKey(d policy.Digest) bpf.Digest {
+	enc, ok := DigestKey(d)
+	if !ok {
+		panic("test digest cannot be encoded")
+	}
+	return enc
+}
+
+func baseKey(op policy.Op) bpf.RowKey { return bpf.RowKey{Kind: uint8(KindBase), Op: uint8(op)} }
+func dvKey(op policy.Op, d policy.Digest) bpf.RowKey {
+	return bpf.RowKey{Kind: uint8(KindDV), Op: uint8(op), Dv: mustKey(d)}
+}
+
+var (
+	signedFileA   = policy.Subject{HasFile: true, DMVerityRootHash: &hashA, DMVeritySigned: true}
+	unsignedFileA = policy.Subject{HasFile: true, DMVerityRootHash: &hashA}
+	signedFileB   = policy.Subject{HasFile: true, DMVerityRootHash: &hashB, DMVeritySigned: true}
+	noFile        = policy.Subject{}
+	bootFile      = policy.Subject{HasFile: true, BootVerified: true}
+)
+
+func TestCompile(t *testing.T) {
+	allow, deny := policy.Allow, policy.Deny
+	ruleVerdict := func(a policy.Action, i uint32) Verdict {
+		return Verdict{Action: a, Scope: policy.ScopeRule, RuleIndex: i}
+	}
+	global := func(a policy.Action) Verdict { return Verdict{Action: a, Scope: policy.ScopeGlobalDefault} }
+	opDefault := func(a policy.Action) Verdict { return Verdict{Action: a, Scope: policy.ScopeOpDefault} }
+
+	tests := []struct {
+		name   string
+		policy *policy.Policy
+		rows   []rowWant // all rows but META, which TestMetaRow covers
+		dead   []int
+		checks []check
+	}{
+		{
+			name: "deny before allow for the same root hash wins",
+			policy: newPolicy(action(allow),
+				rule(policy.OpExecute, deny, dvProp(hashA)),
+				rule(policy.OpExecute, allow, dvProp(hashA))),
+			rows: []rowWant{{dvKey(policy.OpExecute, hashA), everywhere(0<<1 | 0)}},
+			checks: []check{
+				{"file on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(deny, 0)},
+				{"file on B", policy.OpExecute, signedFileB, policy.AllObservable, global(allow)},
+				{"other op", policy.OpKmodule, signedFileA, policy.AllObservable, global(allow)},
+			},
+		},
+		{
+			name: "a rule matches only when all its properties hold",
+			policy: newPolicy(action(deny),
+				rule(policy.OpExecute, allow, dvProp(hashA), boolProp(policy.PropDMVeritySignature, true))),
+			rows: []rowWant{{dvKey(policy.OpExecute, hashA),
+				where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == propTrue })}},
+			checks: []check{
+				{"signed on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(allow, 0)},
+				{"unsigned on A", policy.OpExecute, unsignedFileA, policy.AllObservable, global(deny)},
+				{"signed on B", policy.OpExecute, signedFileB, policy.AllObservable, global(deny)},
+				{"signature unobservable", policy.OpExecute, signedFileA,
+					policy.Observability{DMVerityRootHash: true, FSVerityDigest: true}, global(deny)},
+				{"root hash unobservable", policy.OpExecute, signedFileA,
+					policy.Observability{DMVeritySignature: true}, global(deny)},
+			},
+		},
+		{
+			name: "boolean-only rules land in BASE rows per op",
+			policy: newPolicy(action(deny),
+				rule(policy.OpExecute, allow, boolProp(policy.PropBootVerified, true)),
+				rule(policy.OpKmodule, deny, boolProp(policy.PropBootVerified, false)),
+				rule(policy.OpKmodule, allow)),
+			rows: []rowWant{
+				{baseKey(policy.OpExecute), where(0<<1|1, func(bv, _, _ uint32) bool { return bv == propTrue })},
+				// Rule 2 holds everywhere; rule 1 comes first where boot_verified is FALSE.
+				{baseKey(policy.OpKmodule), func(bv, _, _ uint32) uint32 {
+					if bv == propFalse {
+						return 1<<1 | 0
+					}
+					return 2<<1 | 1
+				}},
+			},
+			checks: []check{
+				{"boot file", policy.OpExecute, bootFile, policy.AllObservable, ruleVerdict(allow, 0)},
+				{"anonymous memory", policy.OpExecute, noFile, policy.AllObservable, global(deny)},
+				{"module with no file", policy.OpKmodule, noFile, policy.AllObservable, ruleVerdict(deny, 1)},
+				{"module from boot", policy.OpKmodule, bootFile, policy.AllObservable, ruleVerdict(allow, 2)},
+			},
+		},
+		{
+			name: "rules that can never match compile to nothing but keep their index",
+			policy: newPolicy(action(deny),
+				rule(policy.OpExecute, allow, boolProp(policy.PropBootVerified, true), boolProp(policy.PropBootVerified, false)),
+				rule(policy.OpExecute, allow, dvProp(digest(strings.Repeat("x", 33), "aa"))),
+				rule(policy.OpExecute, allow, dvProp(hashA), dvProp(hashB)),
+				rule(policy.OpExecute, allow, dvProp(policy.Digest{Alg: "sha256"})),
+				rule(policy.OpExecute, allow, fvProp(policy.Digest{Alg: "sha512", Bytes: make([]byte, 65)})),
+				rule(policy.OpExecute, allow, boolProp(policy.PropFSVeritySignature, false), boolProp(policy.PropFSVeritySignature, true)),
+				rule(policy.OpExecute, deny, dvProp(hashA), dvProp(hashA))),
+			dead: []int{0, 1, 2, 3, 4, 5},
+			rows: []rowWant{{dvKey(policy.OpExecute, hashA), everywhere(6<<1 | 0)}},
+			checks: []check{
+				{"file on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(deny, 6)},
+				{"boot file", policy.OpExecute, bootFile, policy.AllObservable, global(deny)},
+			},
+		},
+		{
+			name: "the first rule in file order wins across rows",
+			policy: newPolicy(action(deny),
+				rule(policy.OpExecute, allow, boolProp(policy.PropDMVeritySignature, true)),
+				rule(policy.OpExecute, deny, dvProp(hashA)),
+				rule(policy.OpExecute, allow, dvProp(hashA), fvProp(fileF)),
+				rule(policy.OpExecute, allow, fvProp(fileF))),
+			rows: []rowWant{
+				{baseKey(policy.OpExecute), where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == propTrue })},
+				{dvKey(policy.OpExecute, hashA), everywhere(1<<1 | 0)},
+				{bpf.RowKey{Kind: uint8(KindDVFV), Dv: mustKey(hashA), Fv: mustKey(fileF)}, everywhere(2<<1 | 1)},
+				{bpf.RowKey{Kind: uint8(KindFV), Fv: mustKey(fileF)}, everywhere(3<<1 | 1)},
+			},
+			checks: []check{
+				{"signed on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(allow, 0)},
+				{"unsigned on A", policy.OpExecute, unsignedFileA, policy.AllObservable, ruleVerdict(deny, 1)},
+				{"verity file on B", policy.OpExecute,
+					policy.Subject{HasFile: true, DMVerityRootHash: &hashB, FSVerityDigest: &fileF}, policy.AllObservable, ruleVerdict(allow, 3)},
+				{"verity file on A", policy.OpExecute,
+					policy.Subject{HasFile: true, DMVerityRootHash: &hashA, FSVerityDigest: &fileF}, policy.AllObservable, ruleVerdict(deny, 1)},
+				{"verity file, no device", policy.OpExecute,
+					policy.Subject{HasFile: true, FSVerityDigest: &fileF}, policy.AllObservable, ruleVerdict(allow, 3)},
+				{"fs-verity unobservable", policy.OpExecute,
+					policy.Subject{HasFile: true, FSVerityDigest: &fileF}, policy.Observability{DMVerityRootHash: true}, global(deny)},
+			},
+		},
+		{
+			name: "DVFV rows need both digests",
+			policy: newPolicy(action(allow),
+				rule(policy.OpExecute, deny, fvProp(fileF), dvProp(hashA))),
+			rows: []rowWant{{bpf.RowKey{Kind: uint8(KindDVFV), Dv: mustKey(hashA), Fv: mustKey(fileF)}, everywhere(0)}},
+			checks: []check{
+				{"both", policy.OpExecute,
+					policy.Subject{HasFile: true, DMVerityRootHash: &hashA, FSVerityDigest: &fileF}, policy.AllObservable, ruleVerdict(deny, 0)},
+				{"root hash only", policy.OpExecute, signedFileA, policy.AllObservable, global(allow)},
+				{"root hash unobservable", policy.OpExecute,
+					policy.Subject{HasFile: true, DMVerityRootHash: &hashA, FSVerityDigest: &fileF}, policy.Observability{FSVerityDigest: true}, global(allow)},
+			},
+		},
+		{
+			name: "FALSE forms hold with no file unless unobservable",
+			policy: newPolicy(action(allow),
+				rule(policy.OpExecute, deny, boolProp(policy.PropDMVeritySignature, false))),
+			rows: []rowWant{{baseKey(policy.OpExecute), where(0, func(_, dvSig, _ uint32) bool { return dvSig == propFalse })}},
+			checks: []check{
+				{"anonymous memory", policy.OpExecute, noFile, policy.AllObservable, ruleVerdict(deny, 0)},
+				{"anonymous memory, signature unobservable", policy.OpExecute, noFile, policy.Observability{}, global(allow)},
+				{"signed file", policy.OpExecute, signedFileA, policy.AllObservable, global(allow)},
+			},
+		},
+		{
+			name: "per-op DEFAULTs before the global one",
+			policy: func() *policy.Policy {
+				p := newPolicy(action(allow), rule(policy.OpExecute, allow, dvProp(hashA)))
+				p.OpDefaults[policy.OpExecute] = action(deny)
+				p.OpDefaults[policy.OpFirmware] = action(deny)
+				return p
+			}(),
+			rows: []rowWant{{dvKey(policy.OpExecute, hashA), everywhere(1)}},
+			checks: []check{
+				{"execute on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(allow, 0)},
+				{"execute on B", policy.OpExecute, signedFileB, policy.AllObservable, opDefault(deny)},
+				{"firmware", policy.OpFirmware, signedFileA, policy.AllObservable, opDefault(deny)},
+				{"kmodule", policy.OpKmodule, signedFileA, policy.AllObservable, global(allow)},
+				{"invalid op", policy.OpInvalid, signedFileA, policy.AllObservable, global(allow)},
+			},
+		},
+		{
+			name: "an invalid op takes the global DEFAULT only",
+			policy: func() *policy.Policy {
+				p := newPolicy(action(deny), rule(policy.OpExecute, allow))
+				p.OpDefaults[policy.OpExecute] = action(allow)
+				return p
+			}(),
+			rows: []rowWant{{baseKey(policy.OpExecute), everywhere(1)}},
+			checks: []check{
+				{"invalid op", policy.OpInvalid, signedFileA, policy.AllObservable, global(deny)},
+			},
+		},
+		{
+			name: "an invalid op is allowed when there is no global DEFAULT",
+			policy: func() *policy.Policy {
+				p := newPolicy(nil)
+				for _, op := range policy.Ops() {
+					p.OpDefaults[op] = action(deny)
+				}
+				return p
+			}(),
+			checks: []check{
+				{"invalid op", policy.OpInvalid, noFile, policy.AllObservable, global(allow)},
+				{"execute", policy.OpExecute, noFile, policy.AllObservable, opDefault(deny)},
+			},
+		},
+	}
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tables, err := Compile(tc.policy, 7)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			checkKeysZeroed(t, tables)
+			if got, want := len(tables.Rows), len(tc.rows)+1; got != want {
+				t.Errorf("%d rows, want %d (META and %d others)", got, want, len(tc.rows))
+			}
+			for _, rw := range tc.rows {
+				row := tables.row(rw.key)
+				if row == nil {
+					t.Errorf("no row for kind %s op %d", RowKind(rw.key.Kind), rw.key.Op)
+					continue
+				}
+				for s := range uint32(NumStates) {
+					want := rw.verdict(s%3, s/3%3, s/9)
+					if row.Verdict[s] != want {
+						t.Errorf("row %s op %d state %d: verdict %#x, want %#x", RowKind(rw.key.Kind), rw.key.Op, s, row.Verdict[s], want)
+					}
+				}
+			}
+			var dead []int
+			for _, d := range tables.Dead {
+				dead = append(dead, d.Index)
+				if d.Reason == "" || d.Line != d.Index+2 {
+					t.Errorf("dead rule %+v lacks its reason or line", d)
+				}
+			}
+			if !equalInts(dead, tc.dead) {
+				t.Errorf("dead rules %v, want %v", dead, tc.dead)
+			}
+			for _, c := range tc.checks {
+				if got := tables.Lookup(c.op, c.subj, c.obs); got != c.want {
+					t.Errorf("%s: Lookup = %+v, want %+v", c.name, got, c.want)
+				}
+				// The hand-worked expectation must also be IPE's.
+				d := policy.Evaluate(tc.policy, c.op, c.subj, c.obs)
+				if d.Action != c.want.Action || d.Scope != c.want.Scope || (d.Rule != nil && uint32(d.Rule.Index) != c.want.RuleIndex) {
+					t.Errorf("%s: the expectation disagrees with policy.Evaluate: %+v", c.name, d)
+				}
+			}
+		})
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMetaRow(t *testing.T) {
+	p := newPolicy(action(policy.Deny))
+	p.OpDefaults[policy.OpExecute] = action(policy.Deny)
+	p.OpDefaults[policy.OpKmodule] = action(policy.Allow)
+	tables, err := Compile(p, 0xdeadbeef)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	if len(tables.Rows) != 1 || tables.Rows[0].Key != (bpf.RowKey{}) {
+		t.Fatalf("rows %+v, want the META row alone with an all-zero key", tables.Rows)
+	}
+	want := [NumStates]uint32{}
+	for s := range want {
+		want[s] = NoVerdict
+	}
+	want[policy.OpExecute] = uint32(policy.Deny)
+	want[policy.OpKmodule] = uint32(policy.Allow)
+	want[MetaGlobalDefaultSlot] = uint32(policy.Deny)
+	want[MetaGenerationSlot] = 0xdeadbeef
+	if got := tables.Rows[0].Row.Verdict; got != want {
+		t.Errorf("META row %#x, want %#x", got, want)
+	}
+	if tables.Generation != 0xdeadbeef {
+		t.Errorf("Generation %#x", tables.Generation)
+	}
+}
+
+func TestRowsAreDeduplicated(t *testing.T) {
+	var rules []policy.Rule
+	for range 5 {
+		rules = append(rules,
+			rule(policy.OpExecute, policy.Allow, dvProp(hashA)),
+			rule(policy.OpExecute, policy.Allow, boolProp(policy.PropBootVerified, true)),
+			rule(policy.OpFirmware, policy.Allow, dvProp(hashA)))
+	}
+	tables, err := Compile(newPolicy(action(policy.Deny), rules...), 1)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	seen := map[bpf.RowKey]bool{}
+	for _, e := range tables.Rows {
+		if seen[e.Key] {
+			t.Errorf("duplicate key %+v", e.Key)
+		}
+		seen[e.Key] = true
+	}
+	// META, DV(EXECUTE, A), BASE(EXECUTE), DV(FIRMWARE, A).
+	if len(tables.Rows) != 4 {
+		t.Errorf("%d rows, want 4", len(tables.Rows))
+	}
+}
+
+func TestCompileRejectsMalformedPolicies(t *testing.T) {
+	noDefaults := newPolicy(nil)
+	noDefaults.OpDefaults[policy.OpExecute] = action(policy.Allow)
+
+	misnumbered := newPolicy(action(policy.Allow), rule(policy.OpExecute, policy.Allow), rule(policy.OpExecute, policy.Deny))
+	misnumbered.Rules[1].Index = 0
+
+	invalidOp := newPolicy(action(policy.Allow), rule(policy.OpInvalid, policy.Allow))
+	badAction := newPolicy(action(policy.Allow), rule(policy.OpExecute, policy.Action(2)))
+
+	for name, p := range map[string]*policy.Policy{
+		"an op with no DEFAULT at all": noDefaults,
+		"indices out of file order":    misnumbered,
+		"a rule for the invalid op":    invalidOp,
+		"an unknown action":            badAction,
+	} {
+		if tables, err := Compile(p, 1); err == nil {
+			t.Errorf("%s: Compile accepted it: %+v", name, tables.Rows)
+		} else if errors.Is(err, ErrTooLarge) {
+			t.Errorf("%s: reported as too large: %v", name, err)
+		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	defer func(rows, index int) { maxRows, maxRuleIndex = rows, index }(maxRows, maxRuleIndex)
+	maxRows, maxRuleIndex = 3, 100
+
+	var rules []policy.Rule
+	for _, d := range []policy.Digest{hashA, hashB, hashA, hashB} {
+		rules = append(rules, rule(policy.OpExecute, policy.Allow, dvProp(d)))
+	}
+	// META + two DV rows fill the limit exactly; repeats share rows.
+	if _, err := Compile(newPolicy(action(policy.Deny), rules...), 1); err != nil {
+		t.Fatalf("Compile at the limit: %v", err)
+	}
+	rules = append(rules, rule(policy.OpExecute, policy.Allow, dvProp(fileF)))
+	tables, err := Compile(newPolicy(action(policy.Deny), rules...), 1)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Compile over the row limit: tables %v, error %v; want ErrTooLarge", tables, err)
+	}
+	if !strings.Contains(err.Error(), "3 rows") {
+		t.Errorf("error %q does not give the limit", err)
+	}
+
+	maxRows, maxRuleIndex = MaxRows, 2
+	rules = []policy.Rule{rule(policy.OpExecute, policy.Allow), rule(policy.OpExecute, policy.Allow), rule(policy.OpExecute, policy.Allow)}
+	if _, err := Compile(newPolicy(action(policy.Deny), rules...), 1); err != nil {
+		t.Fatalf("Compile with the last allowed index: %v", err)
+	}
+	rules = append(rules, rule(policy.OpExecute, policy.Allow))
+	if _, err := Compile(newPolicy(action(policy.Deny), rules...), 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Compile over the index limit: %v, want ErrTooLarge", err)
+	}
+}
+
+func TestMaxRuleIndexVerdictsStayBelowNoVerdict(t *testing.T) {
+	if highest := uint64(maxRuleIndex)<<1 | 1; highest >= uint64(NoVerdict) {
+		t.Errorf("an ALLOW verdict of rule %d is %#x, not below NoVerdict", maxRuleIndex, highest)
+	}
+	if next := uint64(maxRuleIndex+1)<<1 | 1; next < uint64(NoVerdict) {
+		t.Errorf("the limit %d is lower than the encoding needs", maxRuleIndex)
+	}
+}
+
+func TestDigestKey(t *testing.T) {
+	enc, ok := DigestKey(digest("sha256", "0102"))
+	if !ok {
+		t.Fatal("DigestKey rejected sha256:0102")
+	}
+	want := bpf.Digest{Len: 2}
+	copy(want.Alg[:], "sha256")
+	want.Bytes[0], want.Bytes[1] = 1, 2
+	if enc != want {
+		t.Errorf("DigestKey = %+v, want %+v", enc, want)
+	}
+
+	longest := policy.Digest{Alg: strings.Repeat("a", 32), Bytes: make([]byte, 64)}
+	if _, ok := DigestKey(longest); !ok {
+		t.Error("DigestKey rejected a 32-byte name with a 64-byte digest")
+	}
+	for name, d := range map[string]policy.Digest{
+		"33-byte name":   {Alg: strings.Repeat("a", 33), Bytes: []byte{1}},
+		"65-byte digest": {Alg: "sha512", Bytes: make([]byte, 65)},
+		"empty digest":   {Alg: "sha256"},
+		"NUL in name":    {Alg: "sha\x00256", Bytes: []byte{1}},
+	} {
+		if enc, ok := DigestKey(d); ok {
+			t.Errorf("%s: DigestKey encoded it as %+v", name, enc)
+		}
+	}
+
+	// Digests IPE tells apart must get different keys.
+	distinct := []policy.Digest{
+		digest("sha256", "01"), digest("sha256", "0100"), digest("SHA256", "01"),
+		digest("sha256 ", "01"), digest("sha512", "01"), digest("", "01"),
+	}
+	keys := map[bpf.Digest]policy.Digest{}
+	for _, d := range distinct {
+		enc, _ := DigestKey(d)
+		if prev, dup := keys[enc]; dup {
+			t.Errorf("%+v and %+v share a key", prev, d)
+		}
+		keys[enc] = d
+	}
+}
+
+func TestStateIndex(t *testing.T) {
+	tests := []struct {
+		name string
+		subj policy.Subject
+		obs  policy.Observability
+		want uint32
+	}{
+		{"no file", noFile, policy.AllObservable, propFalse + 3*propFalse + 9*propFalse},
+		{"no file, signatures unobservable", noFile, policy.Observability{}, propFalse},
+		{"everything true", policy.Subject{HasFile: true, BootVerified: true, DMVeritySigned: true, FSVeritySigned: true},
+			policy.AllObservable, propTrue + 3*propTrue + 9*propTrue},
+		{"flags without a file count for nothing", policy.Subject{BootVerified: true, DMVeritySigned: true, FSVeritySigned: true},
+			policy.AllObservable, propFalse + 3*propFalse + 9*propFalse},
+		{"fs-verity signature unobservable", policy.Subject{HasFile: true, DMVeritySigned: true, FSVeritySigned: true},
+			policy.Observability{DMVeritySignature: true}, propFalse + 3*propTrue},
+	}
+	for _, tc := range tests {
+		if got := StateIndex(tc.subj, tc.obs); got != tc.want {
+			t.Errorf("%s: StateIndex = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSummary(t *testing.T) {
+	p := newPolicy(action(policy.Deny),
+		rule(policy.OpExecute, policy.Allow, dvProp(hashA)),
+		rule(policy.OpExecute, policy.Allow, dvProp(hashB)),
+		rule(policy.OpExecute, policy.Allow, dvProp(hashA), dvProp(hashB)),
+		rule(policy.OpKmodule, policy.Allow, boolProp(policy.PropBootVerified, true)),
+		rule(policy.OpKmodule, policy.Allow, fvProp(fileF), dvProp(hashA)))
+	tables, err := Compile(p, 1)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	s := tables.Summary()
+	want := Summary{Rules: 5, DeadRules: 1, Rows: 5, KernelBytes: 5 * 312}
+	want.RulesPerOp[policy.OpExecute] = 3
+	want.RulesPerOp[policy.OpKmodule] = 2
+	want.RowsPerKind = [NumRowKinds]int{KindMeta: 1, KindBase: 1, KindDV: 2, KindDVFV: 1}
+	if s != want {
+		t.Errorf("Summary = %+v, want %+v", s, want)
+	}
+	text := s.String()
+	for _, part := range []string{"rules: 5 (EXECUTE 3, KMODULE 2)", "dead rules: 1", "rows: 5 (META 1, BASE 1, DV 2, FV 0, DVFV 1)", "kernel bytes: 1560"} {
+		if !strings.Contains(text, part) {
+			t.Errorf("summary text lacks %q:\n%s", part, text)
+		}
+	}
+}
+
+// TestCompileParsedPolicy runs the parser's output through the compiler:
+// digests written in either case, and the IPE idiom of denying a revoked
+// image before allowing its family.
+func TestCompileParsedPolicy(t *testing.T) {
+	text := `policy_name=images policy_version=0.0.1
+DEFAULT action=DENY
+DEFAULT op=KMODULE action=ALLOW
+op=EXECUTE dmverity_roothash=sha256:AA00000000000000000000000000000000000000000000000000000000000001 action=DENY
+op=EXECUTE dmverity_signature=TRUE action=ALLOW
+op=EXECUTE dmverity_roothash=sha256:bb00000000000000000000000000000000000000000000000000000000000002 action=ALLOW
+op=EXECUTE boot_verified=TRUE action=ALLOW
+`
+	p, err := policy.Parse("images.pol", []byte(text))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	tables, err := Compile(p, 3)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	checkKeysZeroed(t, tables)
+	byRule := func(a policy.Action, i uint32) Verdict {
+		return Verdict{Action: a, Scope: policy.ScopeRule, RuleIndex: i}
+	}
+	for _, c := range []check{
+		{"revoked signed image", policy.OpExecute, signedFileA, policy.AllObservable, byRule(policy.Deny, 0)},
+		{"signed image", policy.OpExecute, signedFileB, policy.AllObservable, byRule(policy.Allow, 1)},
+		{"unsigned listed image", policy.OpExecute, policy.Subject{HasFile: true, DMVerityRootHash: &hashB}, policy.AllObservable, byRule(policy.Allow, 2)},
+		{"initramfs", policy.OpExecute, bootFile, policy.AllObservable, byRule(policy.Allow, 3)},
+		{"anonymous memory", policy.OpExecute, noFile, policy.AllObservable, Verdict{Action: policy.Deny, Scope: policy.ScopeGlobalDefault}},
+		{"module", policy.OpKmodule, noFile, policy.AllObservable, Verdict{Action: policy.Allow, Scope: policy.ScopeOpDefault}},
+	} {
+		if got := tables.Lookup(c.op, c.subj, c.obs); got != c.want {
+			t.Errorf("%s: Lookup = %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestKeysValues(t *testing.T) {
+	tables, err := Compile(newPolicy(action(policy.Deny),
+		rule(policy.OpExecute, policy.Allow, dvProp(hashA)),
+		rule(policy.OpFirmware, policy.Deny)), 1)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	keys, values := tables.KeysValues()
+	if len(keys) != 3 || len(values) != 3 {
+		t.Fatalf("%d keys and %d values, want 3 each", len(keys), len(values))
+	}
+	for i := range keys {
+		if row := tables.row(keys[i]); row == nil || *row != values[i] {
+			t.Errorf("key %d is paired with the wrong value", i)
+		}
+	}
+}
+
+// Tables assembled from rows alone, as read back from a kernel map, must
+// decide as the compiled ones do.
+func TestLookupOnAssembledTables(t *testing.T) {
+	compiled, err := Compile(newPolicy(action(policy.Deny),
+		rule(policy.OpExecute, policy.Allow, dvProp(hashA))), 1)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	assembled := &Tables{Rows: compiled.Rows}
+	want := Verdict{Action: policy.Allow, Scope: policy.ScopeRule, RuleIndex: 0}
+	if got := assembled.Lookup(policy.OpExecute, signedFileA, policy.AllObservable); got != want {
+		t.Errorf("Lookup = %+v, want %+v", got, want)
+	}
+}
