@@ -54,6 +54,11 @@ type bpfipeIpeEvent struct {
 	Path          [256]uint8
 }
 
+type bpfipeIpeInodeState struct {
+	_              structs.HostLayout
+	FsveritySigned uint32
+}
+
 type bpfipeIpeRow struct {
 	_       structs.HostLayout
 	Verdict [27]uint32
@@ -66,6 +71,24 @@ type bpfipeIpeRowKey struct {
 	Pad  uint16
 	Dv   bpfipeIpeDigest
 	Fv   bpfipeIpeDigest
+}
+
+type bpfipeIpeScratch struct {
+	_       structs.HostLayout
+	Subject struct {
+		_            structs.HostLayout
+		HasFile      uint8
+		BootVerified uint8
+		DvSigned     uint8
+		FvSigned     uint8
+		Dv           bpfipeIpeDigest
+		Fv           bpfipeIpeDigest
+	}
+	Key      bpfipeIpeRowKey
+	Fsverity [68]uint8
+	Alg      [40]uint8
+	Path     [512]uint8
+	_        [4]byte
 }
 
 type bpfipeIpeSettings struct {
@@ -81,19 +104,29 @@ type bpfipeIpeSettings struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfipeMapCgroupScope        = "cgroup_scope"
-	bpfipeMapCounters           = "counters"
-	bpfipeMapDevices            = "devices"
-	bpfipeMapEvents             = "events"
-	bpfipeMapPolicy             = "policy"
-	bpfipeMapSettings           = "settings"
-	bpfipeProgBprmCheckSecurity = "bprm_check_security"
-	bpfipeVarUnusedDevice       = "unused_device"
-	bpfipeVarUnusedDeviceKey    = "unused_device_key"
-	bpfipeVarUnusedEvent        = "unused_event"
-	bpfipeVarUnusedRow          = "unused_row"
-	bpfipeVarUnusedRowKey       = "unused_row_key"
-	bpfipeVarUnusedSettings     = "unused_settings"
+	bpfipeMapCgroupScope               = "cgroup_scope"
+	bpfipeMapCounters                  = "counters"
+	bpfipeMapDevices                   = "devices"
+	bpfipeMapEvents                    = "events"
+	bpfipeMapInodeStates               = "inode_states"
+	bpfipeMapPolicy                    = "policy"
+	bpfipeMapScratch                   = "scratch"
+	bpfipeMapScratchBusy               = "scratch_busy"
+	bpfipeMapSettings                  = "settings"
+	bpfipeProgBprmCheckSecurity        = "bprm_check_security"
+	bpfipeProgCaptureBdevFreeSecurity  = "capture_bdev_free_security"
+	bpfipeProgCaptureBdevSetintegrity  = "capture_bdev_setintegrity"
+	bpfipeProgCaptureInodeSetintegrity = "capture_inode_setintegrity"
+	bpfipeProgFileMprotect             = "file_mprotect"
+	bpfipeProgKernelLoadData           = "kernel_load_data"
+	bpfipeProgKernelReadFile           = "kernel_read_file"
+	bpfipeProgMmapFile                 = "mmap_file"
+	bpfipeVarUnusedDevice              = "unused_device"
+	bpfipeVarUnusedDeviceKey           = "unused_device_key"
+	bpfipeVarUnusedEvent               = "unused_event"
+	bpfipeVarUnusedRow                 = "unused_row"
+	bpfipeVarUnusedRowKey              = "unused_row_key"
+	bpfipeVarUnusedSettings            = "unused_settings"
 )
 
 // loadBpfipe returns the embedded CollectionSpec for bpfipe.
@@ -138,7 +171,14 @@ type bpfipeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfipeProgramSpecs struct {
-	BprmCheckSecurity *ebpf.ProgramSpec `ebpf:"bprm_check_security"`
+	BprmCheckSecurity        *ebpf.ProgramSpec `ebpf:"bprm_check_security"`
+	CaptureBdevFreeSecurity  *ebpf.ProgramSpec `ebpf:"capture_bdev_free_security"`
+	CaptureBdevSetintegrity  *ebpf.ProgramSpec `ebpf:"capture_bdev_setintegrity"`
+	CaptureInodeSetintegrity *ebpf.ProgramSpec `ebpf:"capture_inode_setintegrity"`
+	FileMprotect             *ebpf.ProgramSpec `ebpf:"file_mprotect"`
+	KernelLoadData           *ebpf.ProgramSpec `ebpf:"kernel_load_data"`
+	KernelReadFile           *ebpf.ProgramSpec `ebpf:"kernel_read_file"`
+	MmapFile                 *ebpf.ProgramSpec `ebpf:"mmap_file"`
 }
 
 // bpfipeMapSpecs contains maps before they are loaded into the kernel.
@@ -149,7 +189,10 @@ type bpfipeMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Devices     *ebpf.MapSpec `ebpf:"devices"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	InodeStates *ebpf.MapSpec `ebpf:"inode_states"`
 	Policy      *ebpf.MapSpec `ebpf:"policy"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	ScratchBusy *ebpf.MapSpec `ebpf:"scratch_busy"`
 	Settings    *ebpf.MapSpec `ebpf:"settings"`
 }
 
@@ -189,7 +232,10 @@ type bpfipeMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Devices     *ebpf.Map `ebpf:"devices"`
 	Events      *ebpf.Map `ebpf:"events"`
+	InodeStates *ebpf.Map `ebpf:"inode_states"`
 	Policy      *ebpf.Map `ebpf:"policy"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	ScratchBusy *ebpf.Map `ebpf:"scratch_busy"`
 	Settings    *ebpf.Map `ebpf:"settings"`
 }
 
@@ -199,7 +245,10 @@ func (m *bpfipeMaps) Close() error {
 		m.Counters,
 		m.Devices,
 		m.Events,
+		m.InodeStates,
 		m.Policy,
+		m.Scratch,
+		m.ScratchBusy,
 		m.Settings,
 	)
 }
@@ -220,12 +269,26 @@ type bpfipeVariables struct {
 //
 // It can be passed to loadBpfipeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfipePrograms struct {
-	BprmCheckSecurity *ebpf.Program `ebpf:"bprm_check_security"`
+	BprmCheckSecurity        *ebpf.Program `ebpf:"bprm_check_security"`
+	CaptureBdevFreeSecurity  *ebpf.Program `ebpf:"capture_bdev_free_security"`
+	CaptureBdevSetintegrity  *ebpf.Program `ebpf:"capture_bdev_setintegrity"`
+	CaptureInodeSetintegrity *ebpf.Program `ebpf:"capture_inode_setintegrity"`
+	FileMprotect             *ebpf.Program `ebpf:"file_mprotect"`
+	KernelLoadData           *ebpf.Program `ebpf:"kernel_load_data"`
+	KernelReadFile           *ebpf.Program `ebpf:"kernel_read_file"`
+	MmapFile                 *ebpf.Program `ebpf:"mmap_file"`
 }
 
 func (p *bpfipePrograms) Close() error {
 	return _BpfipeClose(
 		p.BprmCheckSecurity,
+		p.CaptureBdevFreeSecurity,
+		p.CaptureBdevSetintegrity,
+		p.CaptureInodeSetintegrity,
+		p.FileMprotect,
+		p.KernelLoadData,
+		p.KernelReadFile,
+		p.MmapFile,
 	)
 }
 

@@ -127,7 +127,12 @@ struct ipe_settings {
 
 /* Counters: per-CPU array indexed by hook * 2 + action, then the extras. */
 #define IPE_COUNTER_EVENTS_DROPPED (IPE_NUM_HOOKS * 2)
-#define IPE_NUM_COUNTERS (IPE_NUM_HOOKS * 2 + 1)
+/* Hook calls allowed because no policy is active (IPE's early return). */
+#define IPE_COUNTER_NO_POLICY (IPE_NUM_HOOKS * 2 + 1)
+/* Hook calls that found every scratch slot of their CPU taken and were
+ * denied when enforcing (allowed when permissive), undecided. */
+#define IPE_COUNTER_SCRATCH_BUSY (IPE_NUM_HOOKS * 2 + 2)
+#define IPE_NUM_COUNTERS (IPE_NUM_HOOKS * 2 + 3)
 
 #define IPE_PATH_MAX 256
 #define IPE_SID_LEN 32 /* sizeof(sb->s_id) */

@@ -1,0 +1,71 @@
+//go:build ignore
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Test-only: the decision of decide.h wrapped in a program type that loads
+ * where LSM programs cannot (the development machine), driven through
+ * BPF_PROG_TEST_RUN by decide_test.go. The subject comes from the test
+ * instead of a struct file; everything else is the LSM programs' code path,
+ * against the same maps (maps.h).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "ipe.h"
+#include "maps.h"
+#include "decide.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* One call's inputs, written by the test, and outputs, written by the
+ * program. A map carries it: syscall programs, whose context goes both
+ * ways, are sleepable and may not use map-in-map, and raw tracepoint
+ * programs (LSM's helpers, not sleepable) have a read-only context. */
+struct ipe_test_ctx {
+	__u8 op;
+	__u8 hook;
+	__u8 pad[2];
+	struct ipe_subject subject;
+	__s32 rc;
+	struct ipe_decision decision;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ipe_test_ctx);
+} test_io SEC(".maps");
+
+/* Marks events as coming from this program, in place of a file's path. */
+static const char ipe_test_path[] = "decide_test";
+
+static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
+					__u8 hook, void *target)
+{
+	struct ipe_test_ctx *t = target;
+
+	sc->subject = t->subject;
+}
+
+static __always_inline void ipe_describe(struct ipe_event *e, struct ipe_scratch *sc, void *target)
+{
+	if (sc->subject.has_file)
+		__builtin_memcpy(e->path, ipe_test_path, sizeof(ipe_test_path));
+}
+
+/* Never attached: run with BPF_PROG_TEST_RUN only. */
+SEC("raw_tp/ipe_decide_test")
+int decide(void *ctx)
+{
+	struct ipe_test_ctx *io;
+	__u32 zero = 0;
+	__u8 hook;
+
+	io = bpf_map_lookup_elem(&test_io, &zero);
+	if (!io)
+		return 1;
+	hook = io->hook;
+	if (hook >= IPE_NUM_HOOKS)
+		return 1;
+	io->rc = ipe_enforce(io->op, hook, io, &io->decision);
+	return 0;
+}

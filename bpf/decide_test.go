@@ -1,0 +1,535 @@
+package bpf
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/bpfipe/bpfipe/policy"
+)
+
+// Row kinds, boolean property states and the META slots of ipe.h;
+// abi_test.go holds them to the header.
+const (
+	kindMeta = 0
+	kindBase = 1
+	kindDV   = 2
+	kindFV   = 3
+	kindDVFV = 4
+
+	propUnobservable = 0
+	propTrue         = 1
+	propFalse        = 2
+
+	noVerdict         = 0xffffffff
+	metaGlobalDefault = 7
+	metaGeneration    = 8
+
+	scopeRule          = 0
+	scopeOpDefault     = 1
+	scopeGlobalDefault = 2
+
+	errEACCES = -13
+
+	scratchSlots = 4
+)
+
+var allObservable = ObserveDMVerityRootHash | ObserveDMVeritySignature | ObserveFSVerityDigest | ObserveFSVeritySignature
+
+func digest(alg string, b ...byte) *Digest {
+	d := Digest{Len: uint32(len(b))}
+	copy(d.Alg[:], alg)
+	copy(d.Bytes[:], b)
+	return &d
+}
+
+func state(bv, dvSig, fvSig uint32) uint32 { return bv + 3*dvSig + 9*fvSig }
+
+func verdict(rule uint32, a policy.Action) uint32 { return rule<<1 | uint32(a) }
+
+func rowKey(kind uint8, op policy.Op, dv, fv *Digest) RowKey {
+	k := RowKey{Kind: kind, Op: uint8(op)}
+	if dv != nil {
+		k.Dv = *dv
+	}
+	if fv != nil {
+		k.Fv = *fv
+	}
+	return k
+}
+
+// emptyRow has no verdict in any state.
+func emptyRow() Row {
+	var r Row
+	for i := range r.Verdict {
+		r.Verdict[i] = noVerdict
+	}
+	return r
+}
+
+// everywhere is a row whose rule matches in every state.
+func everywhere(v uint32) Row {
+	r := emptyRow()
+	for i := range r.Verdict {
+		r.Verdict[i] = v
+	}
+	return r
+}
+
+// only is a row whose rule matches in the listed states.
+func only(v uint32, states ...uint32) Row {
+	r := emptyRow()
+	for _, s := range states {
+		r.Verdict[s] = v
+	}
+	return r
+}
+
+// meta is a META row; a nil action leaves its DEFAULT unset.
+func meta(generation uint32, global *policy.Action, perOp map[policy.Op]policy.Action) (RowKey, Row) {
+	r := emptyRow()
+	r.Verdict[metaGeneration] = generation
+	if global != nil {
+		r.Verdict[metaGlobalDefault] = uint32(*global)
+	}
+	for op, a := range perOp {
+		r.Verdict[op] = uint32(a)
+	}
+	return RowKey{Kind: kindMeta}, r
+}
+
+func action(a policy.Action) *policy.Action { return &a }
+
+func withMeta(rows map[RowKey]Row, generation uint32, global *policy.Action, perOp map[policy.Op]policy.Action) map[RowKey]Row {
+	k, r := meta(generation, global, perOp)
+	rows[k] = r
+	return rows
+}
+
+var (
+	fileBoot = TestSubject{HasFile: true, BootVerified: true}
+	dvA      = digest("sha256", 0xa1, 0xa2, 0xa3)
+	dvB      = digest("sha256", 0xb1, 0xb2, 0xb3)
+	fvA      = digest("sha256", 0xf1, 0xf2)
+	fvA512   = digest("sha512", 0xf1, 0xf2)
+)
+
+func TestNoPolicyAllowsUndecided(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	h.ClearPolicy()
+
+	got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
+	if got.RC != 0 || got.Decided {
+		t.Errorf("no policy: got %+v, want rc 0 and no decision", got)
+	}
+	c := h.Counters()
+	if c[CounterNoPolicy] != 1 {
+		t.Errorf("no-policy counter = %d, want 1", c[CounterNoPolicy])
+	}
+	if c[DecisionCounter(HookBprmCheck, uint8(policy.Allow))] != 0 {
+		t.Errorf("an undecided call counted as a decision: %v", c)
+	}
+	if e, ok := h.NextEvent(); ok {
+		t.Errorf("no policy emitted event %+v, IPE audits nothing without a policy", e)
+	}
+}
+
+func TestDecisionScopes(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	rows := withMeta(map[RowKey]Row{
+		// Rule 3: op=EXECUTE boot_verified=TRUE action=DENY, with both
+		// signatures observable and FALSE.
+		rowKey(kindBase, policy.OpExecute, nil, nil): only(verdict(3, policy.Deny), state(propTrue, propFalse, propFalse)),
+	}, 41, action(policy.Allow), map[policy.Op]policy.Action{policy.OpFirmware: policy.Deny})
+	h.SetPolicy(rows)
+
+	tests := []struct {
+		name string
+		op   policy.Op
+		subj TestSubject
+		want DecideResult
+	}{
+		{"rule", policy.OpExecute, fileBoot, DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: scopeRule, Rule: 3, Generation: 41}},
+		{"no rule matches: global default", policy.OpExecute, TestSubject{HasFile: true}, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 41}},
+		{"op default before global", policy.OpFirmware, fileBoot, DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: scopeOpDefault, Generation: 41}},
+		{"op without default: global", policy.OpKmodule, fileBoot, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 41}},
+		// Without a file boot_verified is FALSE, whatever the input says.
+		{"no file", policy.OpExecute, TestSubject{BootVerified: true}, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 41}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := h.Run(uint8(tc.op), HookKernelRead, tc.subj); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFirstRuleInFileOrderWins(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	rows := withMeta(map[RowKey]Row{
+		// 0: op=EXECUTE dmverity_roothash=A action=DENY (a revocation)
+		// 1: op=EXECUTE action=ALLOW
+		// 2: op=EXECUTE fsverity_digest=A action=DENY (never reached)
+		// 3: op=EXECUTE dmverity_roothash=B fsverity_digest=A action=DENY (never reached)
+		rowKey(kindDV, policy.OpExecute, dvA, nil):   everywhere(verdict(0, policy.Deny)),
+		rowKey(kindBase, policy.OpExecute, nil, nil): everywhere(verdict(1, policy.Allow)),
+		rowKey(kindFV, policy.OpExecute, nil, fvA):   everywhere(verdict(2, policy.Deny)),
+		rowKey(kindDVFV, policy.OpExecute, dvB, fvA): everywhere(verdict(3, policy.Deny)),
+		// op=KMODULE: 4: dmverity_roothash=B fsverity_digest=A action=ALLOW
+		rowKey(kindDVFV, policy.OpKmodule, dvB, fvA): everywhere(verdict(4, policy.Allow)),
+	}, 1, action(policy.Deny), nil)
+	h.SetPolicy(rows)
+
+	tests := []struct {
+		name       string
+		op         policy.Op
+		subj       TestSubject
+		wantAction policy.Action
+		wantScope  uint32
+		wantRule   uint32
+	}{
+		{"deny before allow", policy.OpExecute, TestSubject{HasFile: true, DV: dvA}, policy.Deny, scopeRule, 0},
+		{"other root hash", policy.OpExecute, TestSubject{HasFile: true, DV: dvB}, policy.Allow, scopeRule, 1},
+		{"allow before later deny", policy.OpExecute, TestSubject{HasFile: true, DV: dvB, FV: fvA}, policy.Allow, scopeRule, 1},
+		{"both digests", policy.OpKmodule, TestSubject{HasFile: true, DV: dvB, FV: fvA}, policy.Allow, scopeRule, 4},
+		{"both digests needed", policy.OpKmodule, TestSubject{HasFile: true, FV: fvA}, policy.Deny, scopeGlobalDefault, 0},
+		{"algorithm is part of the digest", policy.OpKmodule, TestSubject{HasFile: true, DV: dvB, FV: fvA512}, policy.Deny, scopeGlobalDefault, 0},
+		{"no file, no digest", policy.OpKmodule, TestSubject{DV: dvB, FV: fvA}, policy.Deny, scopeGlobalDefault, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := h.Run(uint8(tc.op), HookBprmCheck, tc.subj)
+			if !got.Decided || got.Action != uint32(tc.wantAction) || got.Scope != tc.wantScope || got.Rule != tc.wantRule {
+				t.Errorf("got %+v, want action %v scope %d rule %d", got, tc.wantAction, tc.wantScope, tc.wantRule)
+			}
+		})
+	}
+}
+
+func TestUnobservableProperties(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	rows := withMeta(map[RowKey]Row{
+		// 0: op=EXECUTE boot_verified=TRUE action=ALLOW, compiled for a
+		// kernel that observes neither signature.
+		rowKey(kindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(propTrue, propUnobservable, propUnobservable)),
+		// 1: op=EXECUTE dmverity_roothash=A action=ALLOW
+		rowKey(kindDV, policy.OpExecute, dvA, nil): everywhere(verdict(1, policy.Allow)),
+		// 2: op=EXECUTE fsverity_digest=A action=ALLOW
+		rowKey(kindFV, policy.OpExecute, nil, fvA): everywhere(verdict(2, policy.Allow)),
+	}, 1, action(policy.Deny), nil)
+	h.SetPolicy(rows)
+	signedBoot := TestSubject{HasFile: true, BootVerified: true, DVSigned: true, FVSigned: true}
+
+	tests := []struct {
+		name       string
+		observable uint32
+		subj       TestSubject
+		wantAction policy.Action
+		wantRule   uint32
+	}{
+		{"signatures unobservable", 0, signedBoot, policy.Allow, 0},
+		{"signatures observable", ObserveDMVeritySignature | ObserveFSVeritySignature, signedBoot, policy.Deny, 0},
+		{"dm-verity signature alone observable", ObserveDMVeritySignature, signedBoot, policy.Deny, 0},
+		{"root hash observable", ObserveDMVerityRootHash, TestSubject{HasFile: true, DV: dvA}, policy.Allow, 1},
+		{"root hash unobservable", ObserveFSVerityDigest, TestSubject{HasFile: true, DV: dvA}, policy.Deny, 0},
+		{"fs-verity digest observable", ObserveFSVerityDigest, TestSubject{HasFile: true, FV: fvA}, policy.Allow, 2},
+		{"fs-verity digest unobservable", ObserveDMVerityRootHash, TestSubject{HasFile: true, FV: fvA}, policy.Deny, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h.SetSettings(Settings{Enforcing: 1, Observable: tc.observable})
+			got := h.Run(uint8(policy.OpExecute), HookMmap, tc.subj)
+			if got.Action != uint32(tc.wantAction) || got.Rule != tc.wantRule {
+				t.Errorf("got %+v, want action %v rule %d", got, tc.wantAction, tc.wantRule)
+			}
+		})
+	}
+}
+
+func TestInvalidOpTakesGlobalDefault(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	rowsFor := func(global *policy.Action) map[RowKey]Row {
+		// Rows under the invalid op's number must be ignored: only the
+		// global DEFAULT decides it. (Its number is also the META slot of
+		// the global DEFAULT, so it cannot have an op DEFAULT.)
+		return withMeta(map[RowKey]Row{
+			rowKey(kindBase, policy.OpInvalid, nil, nil): everywhere(verdict(0, policy.Allow)),
+		}, 9, global, nil)
+	}
+
+	h.SetPolicy(rowsFor(action(policy.Deny)))
+	got := h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{})
+	want := DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: scopeGlobalDefault, Generation: 9}
+	if got != want {
+		t.Errorf("global DEFAULT DENY: got %+v, want %+v", got, want)
+	}
+
+	h.SetPolicy(rowsFor(nil))
+	got = h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{})
+	want = DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 9}
+	if got != want {
+		t.Errorf("no global DEFAULT: got %+v, want %+v", got, want)
+	}
+}
+
+func denyAll(generation uint32) map[RowKey]Row {
+	return withMeta(map[RowKey]Row{}, generation, action(policy.Deny), nil)
+}
+
+func TestPermissiveReportsButAllows(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 0, Observable: allObservable})
+	h.SetPolicy(denyAll(5))
+
+	got := h.Run(uint8(policy.OpExecute), HookMprotect, fileBoot)
+	if got.RC != 0 || !got.Decided || got.Action != uint32(policy.Deny) {
+		t.Errorf("permissive: got %+v, want a DENY decision returning 0", got)
+	}
+	e, ok := h.NextEvent()
+	if !ok {
+		t.Fatal("permissive DENY emitted no event")
+	}
+	if e.Enforcing != 0 || e.Action != uint8(policy.Deny) || e.Hook != HookMprotect {
+		t.Errorf("event %+v, want enforcing 0, action DENY, hook MPROTECT", e)
+	}
+	if c := h.Counters()[DecisionCounter(HookMprotect, uint8(policy.Deny))]; c != 1 {
+		t.Errorf("MPROTECT deny counter = %d, want 1", c)
+	}
+}
+
+func TestSuccessAudit(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	allowAll := withMeta(map[RowKey]Row{}, 2, action(policy.Allow), nil)
+	h.SetPolicy(allowAll)
+
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
+	if e, ok := h.NextEvent(); ok {
+		t.Errorf("ALLOW without success_audit emitted %+v", e)
+	}
+
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
+	e, ok := h.NextEvent()
+	if !ok {
+		t.Fatal("ALLOW with success_audit emitted no event")
+	}
+	if e.Action != uint8(policy.Allow) || e.Scope != scopeGlobalDefault || e.Enforcing != 1 {
+		t.Errorf("event %+v, want an enforcing ALLOW by the global DEFAULT", e)
+	}
+}
+
+// cString is the text of a NUL-padded field.
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+func TestEventFields(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetPolicy(withMeta(map[RowKey]Row{
+		rowKey(kindFV, policy.OpKexecImage, nil, fvA): everywhere(verdict(6, policy.Deny)),
+	}, 77, action(policy.Allow), nil))
+	comm, err := os.ReadFile("/proc/thread-self/comm")
+	if err != nil {
+		t.Fatalf("read own comm: %v", err)
+	}
+
+	h.Run(uint8(policy.OpKexecImage), HookKernelRead, TestSubject{HasFile: true, FV: fvA})
+	e, ok := h.NextEvent()
+	if !ok {
+		t.Fatal("DENY emitted no event")
+	}
+	want := Event{
+		Pid: uint32(os.Getpid()), Rule: 6, Generation: 77,
+		Op: uint8(policy.OpKexecImage), Hook: HookKernelRead, Enforcing: 1,
+		Action: uint8(policy.Deny), Scope: scopeRule, HasFile: 1,
+	}
+	gotFixed := e
+	gotFixed.Comm, gotFixed.Path = [16]uint8{}, [256]uint8{}
+	if gotFixed != want {
+		t.Errorf("event %+v, want %+v", gotFixed, want)
+	}
+	if got, want := cString(e.Comm[:]), strings.TrimSpace(string(comm)); got != want {
+		t.Errorf("comm %q, want %q", got, want)
+	}
+	// The test program's ipe_describe marks file events with this name.
+	if got := cString(e.Path[:]); got != "decide_test" {
+		t.Errorf("path %q, want the test program's marker", got)
+	}
+
+	h.SetPolicy(denyAll(78))
+	h.Run(uint8(policy.OpExecute), HookMmap, TestSubject{})
+	e, ok = h.NextEvent()
+	if !ok {
+		t.Fatal("DENY without a file emitted no event")
+	}
+	if e.HasFile != 0 || e.Path != [256]uint8{} || e.Generation != 78 {
+		t.Errorf("event without a file: %+v, want has_file 0, empty path, generation 78", e)
+	}
+}
+
+func TestCountersPerHookAndAction(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetPolicy(withMeta(map[RowKey]Row{
+		rowKey(kindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(propTrue, propFalse, propFalse)),
+	}, 1, action(policy.Deny), nil))
+
+	want := [NumCounters]uint64{}
+	for hook := range uint8(NumHooks) {
+		for range int(hook) + 1 {
+			h.Run(uint8(policy.OpExecute), hook, fileBoot)
+			want[DecisionCounter(hook, uint8(policy.Allow))]++
+		}
+		h.Run(uint8(policy.OpExecute), hook, TestSubject{})
+		want[DecisionCounter(hook, uint8(policy.Deny))]++
+	}
+	if got := h.Counters(); got != want {
+		t.Errorf("counters %v, want %v", got, want)
+	}
+}
+
+func TestFullRingBufferCountsDroppedEvents(t *testing.T) {
+	// The smallest ring buffer, one page, holds about a dozen events.
+	h := NewDecideHarness(t, uint32(os.Getpagesize()))
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetPolicy(denyAll(1))
+
+	const calls = 40
+	for range calls {
+		if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != errEACCES {
+			t.Fatalf("a full ring buffer changed the verdict: %+v", got)
+		}
+	}
+	var delivered uint64
+	for {
+		if _, ok := h.NextEvent(); !ok {
+			break
+		}
+		delivered++
+	}
+	c := h.Counters()
+	if dropped := c[CounterEventsDropped]; dropped == 0 || delivered+dropped != calls {
+		t.Errorf("%d events delivered and %d dropped, want some dropped and %d in all", delivered, dropped, calls)
+	}
+	if c[DecisionCounter(HookBprmCheck, uint8(policy.Deny))] != calls {
+		t.Errorf("deny counter %d, want %d: dropping an event must not lose the count", c[DecisionCounter(HookBprmCheck, uint8(policy.Deny))], calls)
+	}
+}
+
+func TestScratchSlots(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetPolicy(withMeta(map[RowKey]Row{}, 1, action(policy.Allow), nil))
+	const allSlots = 1<<scratchSlots - 1
+
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetScratchBusy(allSlots)
+	got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
+	if got.RC != errEACCES || got.Decided {
+		t.Errorf("no free slot, enforcing: got %+v, want an undecided -EACCES", got)
+	}
+	h.SetSettings(Settings{Enforcing: 0, Observable: allObservable})
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || got.Decided {
+		t.Errorf("no free slot, permissive: got %+v, want an undecided 0", got)
+	}
+	if c := h.Counters(); c[CounterScratchBusy] != 2 {
+		t.Errorf("scratch-busy counter %d, want 2", c[CounterScratchBusy])
+	}
+
+	// The last free slot is enough, and is given back.
+	h.SetScratchBusy(allSlots &^ (1 << 3))
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); !got.Decided {
+		t.Errorf("one free slot: got %+v, want a decision", got)
+	}
+	for cpu, mask := range h.ScratchBusy() {
+		if mask != allSlots&^(1<<3) {
+			t.Errorf("CPU %d slots %#x after the call, want %#x", cpu, mask, allSlots&^(1<<3))
+		}
+	}
+
+	h.SetScratchBusy(0)
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	for op := range uint8(policy.OpInvalid) + 1 {
+		h.Run(op, HookKernelRead, fileBoot)
+		h.Run(op, HookKernelLoad, TestSubject{})
+	}
+	for cpu, mask := range h.ScratchBusy() {
+		if mask != 0 {
+			t.Errorf("CPU %d kept slots %#x taken after its calls returned", cpu, mask)
+		}
+	}
+}
+
+// cgroup2Mount finds where the unified cgroup hierarchy is mounted.
+func cgroup2Mount(t *testing.T) string {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatalf("read mountinfo: %v", err)
+	}
+	for line := range strings.Lines(string(info)) {
+		_, after, ok := strings.Cut(line, " - ")
+		if fields := strings.Fields(line); ok && strings.HasPrefix(after, "cgroup2 ") && len(fields) > 4 {
+			return fields[4]
+		}
+	}
+	t.Fatal("no cgroup2 hierarchy is mounted: the cgroup scope cannot be tested")
+	return ""
+}
+
+func TestCgroupScope(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetPolicy(denyAll(1))
+	root := cgroup2Mount(t)
+	// A fresh cgroup that this test's task is not in.
+	outside := filepath.Join(root, "bpfipe-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(outside, 0o755); err != nil {
+		t.Fatalf("create cgroup: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(outside) })
+
+	put := func(dir string) {
+		t.Helper()
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatalf("open cgroup: %v", err)
+		}
+		defer f.Close()
+		if err := h.objs.CgroupScope.Put(uint32(0), uint32(f.Fd())); err != nil {
+			t.Fatalf("put cgroup: %v", err)
+		}
+	}
+	h.SetSettings(Settings{Enforcing: 1, CgroupId: 1, Observable: allObservable})
+
+	put(outside)
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || got.Decided {
+		t.Errorf("task outside the scoped cgroup: got %+v, want undecided 0", got)
+	}
+	put(root)
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != errEACCES {
+		t.Errorf("task under the scoped cgroup: got %+v, want -EACCES", got)
+	}
+	if err := h.objs.CgroupScope.Delete(uint32(0)); err != nil {
+		t.Fatalf("clear cgroup: %v", err)
+	}
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != errEACCES {
+		t.Errorf("scope set but no cgroup in the slot: got %+v, want enforcement (fail closed)", got)
+	}
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	put(outside)
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != errEACCES {
+		t.Errorf("no scope: got %+v, want system-wide enforcement", got)
+	}
+}

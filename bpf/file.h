@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What the LSM programs learn about a file: its properties as IPE's
+ * ipe_build_eval_ctx gathers them, and its description as IPE's audit
+ * record prints it. Every kernel structure is read through CO-RE so one
+ * object serves 6.1 and 6.12 alike.
+ */
+#ifndef BPFIPE_FILE_H
+#define BPFIPE_FILE_H
+
+#include "decide.h"
+
+#define IPE_PROT_EXEC 0x4 /* PROT_EXEC */
+#define IPE_VM_EXEC 0x4   /* VM_EXEC */
+
+/* Hides v from the optimizer, so that a bound it can prove but the
+ * verifier cannot is still checked in the code. */
+#define ipe_opaque(v) asm volatile("" : "+r"(v))
+
+/* Dentries and mounts the path walk visits before it gives up. */
+#define IPE_PATH_STEPS 64
+
+/* fs-verity algorithm numbers (FS_VERITY_HASH_ALG_*), named as IPE names
+ * them (hash_algo_name[]). */
+#define IPE_FSVERITY_SHA256 1
+#define IPE_FSVERITY_SHA512 2
+
+/* libbpf 1.1 predates bpf_ksym_exists. A missing __weak kfunc resolves to
+ * address 0, so the verifier drops the guarded call as dead code. */
+#define ipe_ksym_exists(sym) (!!(sym))
+
+extern int bpf_get_fsverity_digest(struct file *file, struct bpf_dynptr *digest) __ksym __weak;
+
+/* fs-verity internals, for kernels or hooks where the kfunc cannot be used:
+ * 6.1 lacks it, and before 6.17 (roughly) the verifier does not trust
+ * vma->vm_file, which the kfunc requires. struct fsverity_info has kept
+ * these fields since fs-verity began; the flavor suffix keeps them apart
+ * from whatever vmlinux.h has. */
+struct fsverity_hash_alg___ipe {
+	const char *name;
+	int digest_size;
+} __attribute__((preserve_access_index));
+
+struct merkle_tree_params___ipe {
+	const struct fsverity_hash_alg___ipe *hash_alg;
+} __attribute__((preserve_access_index));
+
+struct fsverity_info___ipe {
+	struct merkle_tree_params___ipe tree_params;
+	__u8 file_digest[IPE_DIGEST_MAX];
+} __attribute__((preserve_access_index));
+
+struct inode___ipe {
+	struct fsverity_info___ipe *i_verity_info;
+} __attribute__((preserve_access_index));
+
+/* Copies an algorithm name into dst (IPE_ALG_LEN bytes, NUL-padded);
+ * false when the name does not fit, so that it matches no policy digest. */
+static __always_inline bool ipe_copy_alg(struct ipe_scratch *sc, __u8 *dst, const char *name)
+{
+	long n;
+
+	__builtin_memset(sc->alg, 0, sizeof(sc->alg));
+	n = bpf_probe_read_kernel_str(sc->alg, sizeof(sc->alg), name);
+	/* n counts the NUL: a name of IPE_ALG_LEN bytes fills dst unterminated. */
+	if (n <= 1 || n > IPE_ALG_LEN + 1)
+		return false;
+	__builtin_memcpy(dst, sc->alg, IPE_ALG_LEN);
+	return true;
+}
+
+static __always_inline void ipe_fsverity_by_kfunc(struct ipe_scratch *sc, struct file *file)
+{
+	struct fsverity_digest *raw = (void *)sc->fsverity;
+	struct ipe_digest *fv = &sc->subject.fv;
+	static const char sha256[IPE_ALG_LEN] = "sha256";
+	static const char sha512[IPE_ALG_LEN] = "sha512";
+	struct bpf_dynptr ptr;
+	__u32 size;
+
+	if (bpf_dynptr_from_mem(sc->fsverity, sizeof(sc->fsverity), 0, &ptr))
+		return;
+	if (bpf_get_fsverity_digest(file, &ptr))
+		return; /* -ENODATA: not a verity file */
+	size = raw->digest_size;
+	if (size == 0 || size > IPE_DIGEST_MAX)
+		return;
+	if (raw->digest_algorithm == IPE_FSVERITY_SHA256)
+		__builtin_memcpy(fv->alg, sha256, IPE_ALG_LEN);
+	else if (raw->digest_algorithm == IPE_FSVERITY_SHA512)
+		__builtin_memcpy(fv->alg, sha512, IPE_ALG_LEN);
+	else
+		return;
+	/* The kfunc zero-fills the buffer past the digest, as a key needs. */
+	__builtin_memcpy(fv->bytes, sc->fsverity + 4, IPE_DIGEST_MAX);
+	fv->len = size;
+}
+
+static __always_inline void ipe_fsverity_by_core(struct ipe_scratch *sc, struct inode *inode)
+{
+	struct inode___ipe *ino = (void *)inode;
+	struct ipe_digest *fv = &sc->subject.fv;
+	const struct fsverity_hash_alg___ipe *alg;
+	struct fsverity_info___ipe *vi;
+	int size;
+
+	vi = BPF_CORE_READ(ino, i_verity_info);
+	if (!vi)
+		return;
+	alg = BPF_CORE_READ(vi, tree_params.hash_alg);
+	size = BPF_CORE_READ(alg, digest_size);
+	if (size <= 0 || size > IPE_DIGEST_MAX)
+		return;
+	if (!ipe_copy_alg(sc, fv->alg, BPF_CORE_READ(alg, name)))
+		return;
+	if (bpf_core_read(fv->bytes, size & (2 * IPE_DIGEST_MAX - 1), &vi->file_digest))
+		return;
+	fv->len = size;
+}
+
+/* The file's fs-verity digest, as fsverity_get_digest gives it to IPE.
+ * hook is a constant in each program, so each keeps one of the branches. */
+static __always_inline void ipe_fsverity_digest(struct ipe_scratch *sc, struct file *file,
+						struct inode *inode, __u8 hook)
+{
+	if (hook != IPE_HOOK_MPROTECT && ipe_ksym_exists(bpf_get_fsverity_digest))
+		ipe_fsverity_by_kfunc(sc, file);
+	else if (bpf_core_field_exists(struct inode___ipe, i_verity_info))
+		ipe_fsverity_by_core(sc, inode);
+	if (sc->subject.fv.len == 0)
+		__builtin_memset(&sc->subject.fv, 0, sizeof(sc->subject.fv));
+}
+
+static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
+					__u8 hook, void *target)
+{
+	struct ipe_subject *subj = &sc->subject;
+	struct file *file = target;
+	struct block_device *bdev;
+	struct ipe_device_key key;
+	struct ipe_device *dev;
+	struct inode *inode;
+
+	__builtin_memset(subj, 0, sizeof(*subj));
+	if (!file)
+		return;
+	subj->has_file = 1;
+	/* A direct load keeps the inode a BTF pointer, as the inode storage
+	 * helper requires. */
+	inode = file->f_inode;
+	if (!inode)
+		return;
+
+	/* IPE marks the superblock of the mount, not of the inode, so that a
+	 * file reached through overlayfs is not "from initramfs". */
+	if (cfg->boot_sdev)
+		subj->boot_verified = BPF_CORE_READ(file, f_path.mnt, mnt_sb, s_dev) == cfg->boot_sdev;
+
+	if (cfg->observable & (IPE_OBSERVE_DV_ROOTHASH | IPE_OBSERVE_DV_SIGNATURE)) {
+		bdev = BPF_CORE_READ(inode, i_sb, s_bdev);
+		if (bdev) {
+			__builtin_memset(&key, 0, sizeof(key));
+			key.dev = BPF_CORE_READ(bdev, bd_dev);
+			key.diskseq = BPF_CORE_READ(bdev, bd_disk, diskseq);
+			dev = bpf_map_lookup_elem(&devices, &key);
+			if (dev) {
+				subj->dv_signed = dev->signed_ != 0;
+				if (dev->root_hash.len <= IPE_DIGEST_MAX)
+					subj->dv = dev->root_hash;
+			}
+		}
+	}
+
+	if (cfg->observable & IPE_OBSERVE_FV_DIGEST)
+		ipe_fsverity_digest(sc, file, inode, hook);
+
+	if (cfg->observable & IPE_OBSERVE_FV_SIGNATURE) {
+		struct ipe_inode_state *st = bpf_inode_storage_get(&inode_states, inode, 0, 0);
+
+		subj->fv_signed = st && st->fsverity_signed;
+	}
+}
+
+/* The path walk's state, shared with its bpf_loop callback: one verified
+ * callback instead of IPE_PATH_STEPS unrolled copies keeps 6.1's verifier
+ * well inside its limits. */
+struct ipe_path_walk {
+	struct ipe_scratch *sc;
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 pos; /* the path so far is sc->path[pos..IPE_PATH_MAX-1] */
+	__u8 named; /* a name is in the path */
+	__u8 done;  /* the walk reached the root */
+	__u8 truncated;
+};
+
+/* Puts "/NAME" of dentry in front of the path so far; false when it does
+ * not fit. */
+static __always_inline bool ipe_path_prepend(struct ipe_path_walk *w, struct dentry *dentry)
+{
+	__u32 len = BPF_CORE_READ(dentry, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+	__u32 pos = w->pos;
+
+	if (len + 1 > pos || pos >= IPE_PATH_MAX) {
+		w->truncated = 1;
+		return false;
+	}
+	pos -= len;
+	/* clang proves the masks redundant and drops them; the verifier, which
+	 * cannot follow len + 1 <= pos, needs them. */
+	ipe_opaque(pos);
+	ipe_opaque(len);
+	bpf_probe_read_kernel(&w->sc->path[pos & (IPE_PATH_MAX - 1)], len & (IPE_PATH_MAX - 1), name);
+	pos--;
+	ipe_opaque(pos);
+	w->sc->path[pos & (IPE_PATH_MAX - 1)] = '/';
+	w->pos = pos;
+	w->named = 1;
+	return true;
+}
+
+/* One step of d_path's prepend_path: climb to the parent dentry, or from a
+ * mount's root to where it is mounted. Returns 1 to stop the walk. */
+static long ipe_path_step(__u32 index, void *ctx)
+{
+	struct ipe_path_walk *w = ctx;
+	struct dentry *dentry = w->dentry, *parent;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt, *mnt_parent;
+
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt)
+		goto done;
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mnt_parent == mnt)
+			goto done; /* the root of its tree (or a detached one) */
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->vfsmnt = (void *)mnt_parent + bpf_core_field_offset(struct mount, mnt);
+		return 0;
+	}
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (parent == dentry)
+		goto done;
+	if (!ipe_path_prepend(w, dentry))
+		return 1;
+	w->dentry = parent;
+	return 0;
+done:
+	w->done = 1;
+	return 1;
+}
+
+static const char ipe_deleted[] = " (deleted)";
+
+/* Whether d_path names the dentry through d_op->d_dname rather than by
+ * walking to the root: the condition of d_path itself. */
+static __always_inline bool ipe_pseudo_name(struct dentry *dentry, struct dentry *mnt_root)
+{
+	const struct dentry_operations *ops = BPF_CORE_READ(dentry, d_op);
+
+	if (!ops || !BPF_CORE_READ(ops, d_dname))
+		return false;
+	return BPF_CORE_READ(dentry, d_parent) != dentry || dentry != mnt_root;
+}
+
+/* d_path of the file, relative to the task's root as d_path is. */
+static __always_inline void ipe_file_path(struct ipe_event *e, struct ipe_scratch *sc, struct file *file)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct ipe_path_walk w = {
+		.sc = sc,
+		.dentry = BPF_CORE_READ(file, f_path.dentry),
+		.vfsmnt = BPF_CORE_READ(file, f_path.mnt),
+		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.pos = IPE_PATH_MAX - 1,
+	};
+	/* Not w.dentry inside BPF_CORE_READ: the macro would relocate the
+	 * access to w itself against the kernel's types. */
+	struct dentry *leaf = w.dentry;
+	struct vfsmount *leaf_mnt = w.vfsmnt;
+	__u32 pos;
+
+	sc->path[IPE_PATH_MAX - 1] = 0;
+	if (ipe_pseudo_name(leaf, BPF_CORE_READ(leaf_mnt, mnt_root))) {
+		/* d_path asks the filesystem (d_op->d_dname). Every pseudo file one
+		 * can map or execute (memfd, SysV shm) comes from
+		 * alloc_file_pseudo, whose simple_dname prints "/NAME (deleted)". */
+		w.pos -= sizeof(ipe_deleted) - 1;
+		__builtin_memcpy(&sc->path[w.pos], ipe_deleted, sizeof(ipe_deleted) - 1);
+		w.done = ipe_path_prepend(&w, leaf);
+	} else {
+		/* d_unlinked(): unhashed and not a root, which d_path marks. */
+		if (!BPF_CORE_READ(leaf, d_hash.pprev) && BPF_CORE_READ(leaf, d_parent) != leaf) {
+			w.pos -= sizeof(ipe_deleted) - 1;
+			__builtin_memcpy(&sc->path[w.pos], ipe_deleted, sizeof(ipe_deleted) - 1);
+		}
+		bpf_loop(IPE_PATH_STEPS, ipe_path_step, &w, 0);
+	}
+	if (!w.done)
+		w.truncated = 1;
+	pos = w.pos;
+	if (!w.named && pos > 0 && pos < IPE_PATH_MAX) {
+		pos--;
+		sc->path[pos] = '/';
+	}
+	ipe_opaque(pos);
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), &sc->path[pos & (IPE_PATH_MAX - 1)]);
+	e->path_truncated = w.truncated;
+}
+
+static __always_inline void ipe_describe(struct ipe_event *e, struct ipe_scratch *sc, void *target)
+{
+	struct file *file = target;
+	struct super_block *sb;
+	struct inode *inode;
+
+	if (!file)
+		return;
+	inode = BPF_CORE_READ(file, f_inode);
+	sb = BPF_CORE_READ(inode, i_sb);
+	e->ino = BPF_CORE_READ(inode, i_ino);
+	e->sdev = BPF_CORE_READ(sb, s_dev);
+	bpf_core_read_str(e->sid, sizeof(e->sid), &sb->s_id);
+	ipe_file_path(e, sc, file);
+}
+
+#endif
