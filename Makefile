@@ -1,0 +1,69 @@
+# bpfipe. `make demo` runs the main job, `make test` the whole test suite
+# (exactly what CI runs). Targets install what they need on Debian/Ubuntu
+# when run as root; otherwise `make deps` prints the command.
+
+GO        ?= go
+CLANG     ?= clang-19
+GOFLAGS   ?=
+export GOFLAGS
+
+# Host packages: clang/llvm/libbpf/bpftool to regenerate BPF objects;
+# qemu/ovmf/busybox-static/dpkg for the VM guests; cryptsetup-bin,
+# squashfs-tools, e2fsprogs, fsverity and openssl to build the test images.
+DEB_PACKAGES = clang-19 llvm-19 libbpf-dev bpftool qemu-system-x86 ovmf \
+	busybox-static cryptsetup-bin squashfs-tools e2fsprogs fsverity cpio \
+	openssl python3 python3-cryptography debian-archive-keyring dpkg apt
+
+.PHONY: all build test kernels unit-test generate check-generated lint deps bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -o bin/bpfipe ./cmd/bpfipe
+	$(GO) build -o bin/bpfipe-vm ./cmd/bpfipe-vm
+
+# deps installs the host packages when they are missing. As root on
+# Debian/Ubuntu it runs apt-get; otherwise it prints the command to run.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing packages: $$missing"; echo "run: sudo apt-get install -y $$missing"; exit 1; \
+	fi
+
+# test is the whole suite: unit tests, the BPF decision logic through
+# BPF_PROG_TEST_RUN, and the VM tests on debian-6.1 and debian-6.12.
+test: deps lint check-generated kernels
+	$(GO) test -count=1 -timeout 60m ./...
+
+# kernels downloads (or refreshes) the stock kernels the VM tests boot, so a
+# slow mirror shows up here rather than as a test timeout.
+kernels:
+	$(GO) run ./cmd/bpfipe-vm fetch
+
+unit-test:
+	$(GO) test -count=1 -short ./...
+
+generate:
+	$(GO) generate ./bpf/...
+
+# check-generated fails when the committed bpf2go output is stale.
+check-generated: deps
+	$(GO) generate ./bpf/...
+	@git diff --exit-code --stat -- bpf/ || { echo "generated BPF artifacts are stale: run 'make generate' and commit"; exit 1; }
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench:
+	$(GO) test -run=NONE -bench=. -benchmem ./policy/ ./maps/
+
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=30s ./policy/
+
+clean:
+	rm -rf bin
