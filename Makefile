@@ -14,7 +14,7 @@ DEB_PACKAGES = clang-19 llvm-19 libbpf-dev bpftool qemu-system-x86 ovmf \
 	busybox-static cryptsetup-bin squashfs-tools e2fsprogs fsverity cpio \
 	openssl python3 python3-cryptography debian-archive-keyring dpkg apt
 
-.PHONY: all build test kernels unit-test generate check-generated lint deps bench fuzz demo clean
+.PHONY: all build test compare kernels unit-test generate check-generated lint deps bench fuzz demo clean
 
 all: build
 
@@ -64,6 +64,12 @@ bench:
 
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=30s ./policy/
+
+# compare plays the scenario suite under in-tree IPE and under bpfipe in one
+# debian-6.12 guest and prints the side-by-side tables; it fails on any
+# disagreement other than the documented differences.
+compare: deps
+	$(GO) test -count=1 -v -run 'TestCompareWithInTreeIPE|TestParserFidelity' ./test/compare/
 
 clean:
 	rm -rf bin
