@@ -1,0 +1,361 @@
+package kread
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfipe/bpfipe/loader"
+)
+
+// Environment the host side (test/kread) sets.
+const (
+	guestEnv = "BPFIPE_GUEST"
+	// moduleNameEnv names a module with no dependencies that the guest's
+	// init does not load.
+	moduleNameEnv = "BPFIPE_KREAD_MODULE_NAME"
+	// moduleFileEnv is that module's file in the initramfs, compressed
+	// (.ko.xz) when the kernel decompresses modules itself.
+	moduleFileEnv = "BPFIPE_KREAD_MODULE_FILE"
+	// moduleImageEnv is the module's ELF image, for init_module.
+	moduleImageEnv = "BPFIPE_KREAD_MODULE_IMAGE"
+	// kernelImageEnv is the guest's own bzImage, in the initramfs.
+	kernelImageEnv = "BPFIPE_KREAD_KERNEL_IMAGE"
+	// kernelConfigEnv is the kernel package's config, for kernels without
+	// /proc/config.gz.
+	kernelConfigEnv = "BPFIPE_KREAD_KERNEL_CONFIG"
+)
+
+// Names as IPE's audit prints them.
+const (
+	hookRead      = "KERNEL_READ"
+	hookLoad      = "KERNEL_LOAD"
+	actionAllow   = "ALLOW"
+	actionDeny    = "DENY"
+	opKmodule     = "KMODULE"
+	opKexecImage  = "KEXEC_IMAGE"
+	opKexecInitrd = "KEXEC_INITRAMFS"
+	opPolicy      = "POLICY"
+	// rootfsID and tmpfsID are the s_id of the initramfs's superblock and of
+	// a tmpfs one: their file system types' names, which IPE prints as dev=.
+	rootfsID = "rootfs"
+	tmpfsID  = "tmpfs"
+)
+
+// policyText makes a policy of rules under a fixed header.
+func policyText(rules ...string) string {
+	return "policy_name=kread policy_version=0.0.1\n" + strings.Join(rules, "\n") + "\n"
+}
+
+func requireGuest(t *testing.T) {
+	t.Helper()
+	if os.Getenv(guestEnv) != "1" {
+		t.Skip("runs only inside a bpfipe-vm guest (test/kread boots it)")
+	}
+}
+
+// hostFile is a path the host passed in the environment.
+func hostFile(t *testing.T, env string) string {
+	t.Helper()
+	p := os.Getenv(env)
+	if p == "" {
+		t.Fatalf("%s is unset: the host side (test/kread) passes it", env)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s: %v", env, err)
+	}
+	return p
+}
+
+type cliResult struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r cliResult) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+}
+
+// bpfipe runs the initramfs's bpfipe, which every policy here lets run.
+func bpfipe(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	path, err := exec.LookPath("bpfipe")
+	if err != nil {
+		t.Fatalf("find bpfipe: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	res := cliResult{stdout: stdout.String(), stderr: stderr.String()}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr) && exitErr.Exited():
+		res.code = exitErr.ExitCode()
+	default:
+		t.Fatalf("run bpfipe %s: %v (stderr %q)", strings.Join(args, " "), err, stderr.String())
+	}
+	return res
+}
+
+func mustBpfipe(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	res := bpfipe(t, args...)
+	if res.code != 0 {
+		t.Fatalf("bpfipe %s: %s", strings.Join(args, " "), res)
+	}
+	return res
+}
+
+// load starts pinned enforcement of text and unloads it when t ends.
+func load(t *testing.T, text string, flags ...string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policy")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatalf("write policy: %v", err)
+	}
+	args := append(append([]string{"load", "--pin"}, flags...), path)
+	if res := bpfipe(t, args...); res.code != 0 {
+		t.Fatalf("bpfipe %s: %s\npolicy:\n%s", strings.Join(args, " "), res, text)
+	}
+	t.Cleanup(func() {
+		res := bpfipe(t, "unload")
+		if res.code == 0 {
+			return
+		}
+		// Leave the next test a clean kernel even when the CLI failed.
+		if _, err := loader.Unload(); err != nil && !errors.Is(err, loader.ErrNotLoaded) {
+			t.Errorf("unload in-process after bpfipe unload failed (%s): %v", res, err)
+			return
+		}
+		t.Errorf("bpfipe unload: %s", res)
+	})
+}
+
+// accessRecord is one line of bpfipe events --json.
+type accessRecord struct {
+	Type      string `json:"type"`
+	Op        string `json:"ipe_op"`
+	Hook      string `json:"ipe_hook"`
+	Enforcing bool   `json:"enforcing"`
+	PID       int    `json:"pid"`
+	Comm      string `json:"comm"`
+	HasFile   bool   `json:"has_file"`
+	Path      string `json:"path"`
+	Dev       string `json:"dev"`
+	Ino       uint64 `json:"ino"`
+	Rule      string `json:"rule"`
+	Action    string `json:"action"`
+}
+
+func (r accessRecord) String() string {
+	return fmt.Sprintf("{%s %s enforcing=%t pid=%d comm=%q has_file=%t path=%q dev=%q ino=%d rule=%q %s}",
+		r.Op, r.Hook, r.Enforcing, r.PID, r.Comm, r.HasFile, r.Path, r.Dev, r.Ino, r.Rule, r.Action)
+}
+
+// events drains the decisions reported since the last call.
+func events(t *testing.T) []accessRecord {
+	t.Helper()
+	res := mustBpfipe(t, "events", "--json")
+	var records []accessRecord
+	scanner := bufio.NewScanner(strings.NewReader(res.stdout))
+	scanner.Buffer(make([]byte, 64<<10), 1<<20)
+	for scanner.Scan() {
+		line := scanner.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var r accessRecord
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("decode event %q: %v", line, err)
+		}
+		if r.Type != "IPE_ACCESS" {
+			t.Fatalf("event %q has type %q, want IPE_ACCESS", line, r.Type)
+		}
+		records = append(records, r)
+	}
+	return records
+}
+
+// wantRecord is the access record an operation of this process must make.
+type wantRecord struct {
+	op, hook string
+	// path is the file the kernel read; empty for kernel_load_data, which
+	// has none.
+	path   string
+	dev    string
+	action string
+	rule   string
+}
+
+// expectOne checks that records hold exactly one record of w.op and that
+// it carries every field IPE would print for it.
+func expectOne(t *testing.T, records []accessRecord, w wantRecord) {
+	t.Helper()
+	var matching []accessRecord
+	for _, r := range records {
+		if r.Op == w.op {
+			matching = append(matching, r)
+		}
+	}
+	if len(matching) != 1 {
+		t.Errorf("want one %s record, got %d: %v", w.op, len(matching), matching)
+		return
+	}
+	r := matching[0]
+	var problems []string
+	check := func(field string, got, want any) {
+		if got != want {
+			problems = append(problems, fmt.Sprintf("%s = %v, want %v", field, got, want))
+		}
+	}
+	check("ipe_hook", r.Hook, w.hook)
+	check("enforcing", r.Enforcing, true)
+	check("pid", r.PID, os.Getpid())
+	check("comm", r.Comm, selfComm(t))
+	check("action", r.Action, w.action)
+	check("rule", r.Rule, w.rule)
+	if w.path == "" {
+		check("has_file", r.HasFile, false)
+		check("path", r.Path, "")
+		check("dev", r.Dev, "")
+		check("ino", r.Ino, uint64(0))
+	} else {
+		var st unix.Stat_t
+		if err := unix.Stat(w.path, &st); err != nil {
+			t.Fatalf("stat %s: %v", w.path, err)
+		}
+		check("has_file", r.HasFile, true)
+		check("path", r.Path, w.path)
+		check("dev", r.Dev, w.dev)
+		check("ino", r.Ino, st.Ino)
+	}
+	if len(problems) > 0 {
+		t.Errorf("record %v: %s", r, strings.Join(problems, "; "))
+	}
+}
+
+// expectNone checks that no record of op was made.
+func expectNone(t *testing.T, records []accessRecord, op string) {
+	t.Helper()
+	for _, r := range records {
+		if r.Op == op {
+			t.Errorf("unexpected %s record %v", op, r)
+		}
+	}
+}
+
+func selfComm(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatalf("read comm: %v", err)
+	}
+	return strings.TrimSuffix(string(raw), "\n")
+}
+
+// expectErrno checks a system call's outcome: want 0 means success.
+func expectErrno(t *testing.T, what string, err error, want unix.Errno) {
+	t.Helper()
+	switch {
+	case want == 0 && err != nil:
+		t.Errorf("%s: %v, want success", what, err)
+	case want != 0 && !errors.Is(err, want):
+		t.Errorf("%s: got %v, want %s", what, err, unix.ErrnoName(want))
+	}
+}
+
+// copyToTmp copies src into a fresh directory under /tmp, a tmpfs, where
+// nothing is boot_verified.
+func copyToTmp(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatalf("open %s: %v", src, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatalf("create %s: %v", dst, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		t.Fatalf("copy %s: %v", src, err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatalf("close %s: %v", dst, err)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dst, &sfs); err != nil {
+		t.Fatalf("statfs %s: %v", dst, err)
+	}
+	if sfs.Type != unix.TMPFS_MAGIC {
+		t.Fatalf("%s is on file system type %#x, want a tmpfs", dst, sfs.Type)
+	}
+	return dst
+}
+
+// kernelConfig reads the running kernel's configuration: /proc/config.gz
+// when the kernel has it, otherwise the package's config the host passed.
+// Options that are not set are absent.
+func kernelConfig(t *testing.T) map[string]string {
+	t.Helper()
+	var r io.Reader
+	if f, err := os.Open("/proc/config.gz"); err == nil {
+		defer f.Close()
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("read /proc/config.gz: %v", err)
+		}
+		r = gz
+	} else {
+		f, err := os.Open(hostFile(t, kernelConfigEnv))
+		if err != nil {
+			t.Fatalf("open kernel config: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	config := map[string]string{}
+	scanner := bufio.NewScanner(r)
+	for scanner.Scan() {
+		key, value, ok := strings.Cut(scanner.Text(), "=")
+		if ok && strings.HasPrefix(key, "CONFIG_") {
+			config[key] = strings.Trim(value, `"`)
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		t.Fatalf("read kernel config: %v", err)
+	}
+	if len(config) == 0 {
+		t.Fatalf("kernel config has no options")
+	}
+	return config
+}
+
+// release is what uname -r reports, for messages.
+func release(t *testing.T) string {
+	t.Helper()
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		t.Fatalf("uname: %v", err)
+	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
