@@ -34,6 +34,15 @@ deps:
 		echo "missing packages: $$missing"; echo "run: sudo apt-get install -y $$missing"; exit 1; \
 	fi
 
+# demo plays bpfipe's story in a qemu guest (test/demo, docs/demo.md): a
+# dm-verity image built here, a policy trusting its root hash, an allowed
+# and a denied exec, the access record, permissive mode, unload. It exits
+# non-zero when a step does not behave as told. KERNEL=debian-6.1 shows it
+# on a kernel without IPE.
+KERNEL ?= debian-6.12
+demo: deps build
+	$(GO) run ./test/demo --kernel $(KERNEL)
+
 # test is the whole suite: unit tests, the BPF decision logic through
 # BPF_PROG_TEST_RUN, and the VM tests on debian-6.1 and debian-6.12.
 test: deps lint check-generated kernels

@@ -28,6 +28,13 @@
 // (panic=-1 with -no-reboot) or a hang (the run's timeout) fails the run
 // with the last console and output lines.
 //
+// dm-verity: each Verity names a data and a hash image made by veritysetup
+// format. The runner reads the table's parameters from the hash image's
+// superblock, attaches both as read-only virtio disks with serial numbers,
+// and init creates the device with the device-mapper ioctls (loader/dm),
+// optionally with a root hash signature stored as a user key, and mounts
+// it read-only at /mnt/NAME (ext4, else squashfs) before the command runs.
+//
 // UEFI: with a certificate, the guest boots through OVMF with a private copy
 // of a varstore that has the certificate in db (enrolled with virt-fw-vars
 // from Debian 13's python3-virt-firmware, cached by certificate), Secure

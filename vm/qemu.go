@@ -11,6 +11,9 @@ import (
 type Disk struct {
 	Path     string
 	ReadOnly bool
+	// Serial, if set, is the virtio serial number the guest reads from
+	// /sys/block/vdX/serial (at most 20 bytes).
+	Serial string
 }
 
 // ParseDisk reads FILE, FILE:ro or FILE:rw.
@@ -83,12 +86,22 @@ func qemuArgs(m machine) []string {
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+escapeDriveValue(m.varstore))
 	}
-	for _, d := range m.disks {
-		spec := "if=virtio,format=raw,file=" + escapeDriveValue(d.Path)
+	// Each disk is a drive plus a device of its own rather than
+	// if=virtio: that shorthand cannot carry a serial number, and qemu
+	// creates its devices after every explicit -device, so mixing the two
+	// forms would reorder /dev/vd*. Devices take PCI slots, and so vd
+	// names, in the order given.
+	for i, d := range m.disks {
+		id := fmt.Sprintf("disk%d", i)
+		drive := "if=none,id=" + id + ",format=raw,file=" + escapeDriveValue(d.Path)
 		if d.ReadOnly {
-			spec += ",readonly=on"
+			drive += ",readonly=on"
 		}
-		args = append(args, "-drive", spec)
+		device := "virtio-blk-pci,drive=" + id
+		if d.Serial != "" {
+			device += ",serial=" + escapeDriveValue(d.Serial)
+		}
+		args = append(args, "-drive", drive, "-device", device)
 	}
 	return args
 }

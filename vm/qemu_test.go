@@ -11,15 +11,15 @@ import (
 func TestQemuArgs(t *testing.T) {
 	m := machine{
 		kernelImage: "/k/vmlinuz", initrd: "/w/initrd", cmdline: "console=ttyS0", mem: "256M", cpus: 2,
-		disks: []Disk{{Path: "/d/a,b.img", ReadOnly: true}, {Path: "/d/rw.img"}},
+		disks: []Disk{{Path: "/d/a,b.img", ReadOnly: true}, {Path: "/d/rw.img", Serial: "s,1"}},
 	}
 	args := qemuArgs(m)
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
 		"-accel tcg", "-no-reboot", "-m 256M", "-smp 2", "-kernel /k/vmlinuz", "-initrd /w/initrd",
 		"-device isa-debug-exit,iobase=0xf4,iosize=0x04",
-		"-drive if=virtio,format=raw,file=/d/a,,b.img,readonly=on",
-		"-drive if=virtio,format=raw,file=/d/rw.img -",
+		"-drive if=none,id=disk0,format=raw,file=/d/a,,b.img,readonly=on -device virtio-blk-pci,drive=disk0 -",
+		"-drive if=none,id=disk1,format=raw,file=/d/rw.img -device virtio-blk-pci,drive=disk1,serial=s,,1 -",
 	} {
 		if !strings.Contains(joined+" -", want) {
 			t.Errorf("qemu args lack %q:\n%s", want, joined)

@@ -37,6 +37,9 @@ type Config struct {
 
 	Adds  []Add
 	Disks []Disk
+	// Verity devices are opened and mounted by init before the command
+	// runs; their images follow Disks.
+	Verity []Verity
 	// UEFICert boots through OVMF with this certificate in the UEFI db
 	// (Secure Boot off), which puts it in the kernel's .platform keyring.
 	UEFICert string
@@ -117,6 +120,12 @@ func Run(ctx context.Context, cfg Config, argv []string) (int, error) {
 			return 0, fmt.Errorf("check added file: %w", err)
 		}
 	}
+	verity, extraDisks, extraAdds, err := verityDisks(cfg.Verity)
+	if err != nil {
+		return 0, err
+	}
+	disks := append(append([]Disk(nil), cfg.Disks...), extraDisks...)
+	adds := append(append([]Add(nil), cfg.Adds...), extraAdds...)
 
 	began := time.Now()
 	prepared, err := prepare(ctx, cfg, p)
@@ -129,7 +138,8 @@ func Run(ctx context.Context, cfg Config, argv []string) (int, error) {
 	}
 	defer os.RemoveAll(work)
 
-	spec := &guestspec.Spec{Argv: argv, Env: cfg.Env, Dir: cfg.Dir, Nonce: newNonce(), Interactive: cfg.Interactive, Disks: len(cfg.Disks)}
+	spec := &guestspec.Spec{Argv: argv, Env: cfg.Env, Dir: cfg.Dir, Nonce: newNonce(), Interactive: cfg.Interactive,
+		Disks: len(disks), Verity: verity}
 	if cfg.Interactive {
 		spec.Term = os.Getenv("TERM")
 		if cfg.Stdin != nil {
@@ -139,7 +149,7 @@ func Run(ctx context.Context, cfg Config, argv []string) (int, error) {
 		}
 	}
 	initrd := filepath.Join(work, "initramfs.cpio")
-	if err := assembleInitramfs(initrd, prepared.base, spec, prepared.bpfipe, cfg.Adds); err != nil {
+	if err := assembleInitramfs(initrd, prepared.base, spec, prepared.bpfipe, adds); err != nil {
 		return 0, err
 	}
 	m := machine{
@@ -148,7 +158,7 @@ func Run(ctx context.Context, cfg Config, argv []string) (int, error) {
 		cmdline:     kernelCmdline(cfg.Verbose, cfg.Append),
 		mem:         cfg.Mem,
 		cpus:        cfg.CPUs,
-		disks:       cfg.Disks,
+		disks:       disks,
 		interactive: cfg.Interactive,
 	}
 	if prepared.varstore != "" {

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -104,6 +103,7 @@ func runCommand(ctx context.Context, args []string, interactive bool, stdout, st
 		cfg     vm.Config
 		adds    []string
 		disks   []string
+		verity  []string
 		envs    []string
 		modules []string
 	)
@@ -112,6 +112,8 @@ func runCommand(ctx context.Context, args []string, interactive bool, stdout, st
 	fs.StringVar(&cfg.ModulesDir, "modules", "", "module directory (lib/modules/RELEASE) for --kernel-image")
 	fs.StringArrayVar(&adds, "add", nil, "copy host file or directory SRC to guest path DST (`SRC:DST`, repeatable)")
 	fs.StringArrayVar(&disks, "disk", nil, "attach `FILE[:ro]` as the next virtio disk, /dev/vda first (repeatable)")
+	fs.StringArrayVar(&verity, "verity", nil, "open `NAME=DATA:HASH[:ROOTHASH[:SIGFILE]]` (veritysetup format images) as dm-verity\n"+
+		"device NAME, mounted read-only at /mnt/NAME; ROOTHASH defaults to DATA"+vm.RootHashSuffix+" (repeatable)")
 	fs.StringVar(&cfg.UEFICert, "uefi-cert", "", "boot through OVMF with this PEM `CERT` in the UEFI db (lands in .platform)")
 	fs.StringVar(&cfg.Mem, "mem", vm.DefaultMem, "guest memory")
 	fs.IntVar(&cfg.CPUs, "cpus", vm.DefaultCPUs, "guest CPUs")
@@ -121,17 +123,20 @@ func runCommand(ctx context.Context, args []string, interactive bool, stdout, st
 	fs.StringArrayVar(&modules, "module", nil, "also load kernel module `NAME` (repeatable)")
 	fs.BoolVar(&cfg.NoBpfipe, "no-bpfipe", false, "do not build bpfipe into the guest")
 	fs.BoolVar(&cfg.Verbose, "verbose", false, "show kernel messages on stderr")
+	// Declared rather than left to pflag, which would print the usage to
+	// the error output before reporting ErrHelp.
+	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bpfipe-vm %s %s\n\n%s\n\nFlags:\n%s\n%s", name, synopsis, summary, fs.FlagUsages(), exitStatuses)
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
 		fmt.Fprintf(stderr, "bpfipe-vm %s: %v\n", name, err)
 		return vm.ExitRunnerError
+	}
+	if *help {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return 0
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
@@ -164,6 +169,14 @@ func runCommand(ctx context.Context, args []string, interactive bool, stdout, st
 			return vm.ExitRunnerError
 		}
 		cfg.Disks = append(cfg.Disks, disk)
+	}
+	for _, v := range verity {
+		dev, err := vm.ParseVerity(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "bpfipe-vm %s: %v\n", name, err)
+			return vm.ExitRunnerError
+		}
+		cfg.Verity = append(cfg.Verity, dev)
 	}
 	for _, e := range envs {
 		if !strings.Contains(e, "=") {

@@ -19,6 +19,8 @@ func TestDispatchUsageErrors(t *testing.T) {
 		{"run without a kernel", []string{"run", "--", "true"}, "give --kernel NAME"},
 		{"modules without an image", []string{"run", "--kernel", "debian-6.1", "--modules", "/m", "--", "true"}, "--modules goes with --kernel-image"},
 		{"bad add", []string{"run", "--kernel", "debian-6.1", "--add", "nocolon", "--", "true"}, "want SRC:DST"},
+		{"verity without hash image", []string{"run", "--kernel", "debian-6.1", "--verity", "v=data.img", "--", "true"}, "NAME=DATA:HASH"},
+		{"verity with a bad name", []string{"run", "--kernel", "debian-6.1", "--verity", "a/b=d:h", "--", "true"}, `device name "a/b"`},
 		{"bad env", []string{"run", "--kernel", "debian-6.1", "--env", "NOVALUE", "--", "true"}, "want KEY=VALUE"},
 		{"bad flag", []string{"run", "--no-such-flag"}, "unknown flag"},
 	}
@@ -41,7 +43,7 @@ func TestRunHelpDocumentsExitStatuses(t *testing.T) {
 	if status := dispatch(context.Background(), []string{"run", "--help"}, &stdout, &stderr); status != 0 {
 		t.Fatalf("run --help: status %d, stderr %q", status, stderr.String())
 	}
-	for _, want := range []string{"--kernel", "--uefi-cert", "--disk", "125", "124", "123", "122"} {
+	for _, want := range []string{"--kernel", "--uefi-cert", "--disk", "--verity", "125", "124", "123", "122"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("run --help does not mention %q:\n%s", want, stdout.String())
 		}

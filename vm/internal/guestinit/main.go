@@ -53,8 +53,8 @@ func main() {
 	finish(out, guestspec.ExitMarker(spec.Nonce, status), status)
 }
 
-// prepare mounts the filesystems, loads modules, waits for disks and opens
-// the output port. It returns whatever it got so far on error so the failure
+// prepare mounts the filesystems, loads modules, waits for disks, opens
+// the output port and sets up the dm-verity devices. It returns whatever it got so far on error so the failure
 // can still be reported through the port.
 func prepare() (*guestspec.Spec, *os.File, error) {
 	if err := mountAll(); err != nil {
@@ -78,6 +78,9 @@ func prepare() (*guestspec.Spec, *os.File, error) {
 	}
 	loadModules()
 	if err := waitForDisks(spec.Disks, 20*time.Second); err != nil {
+		return spec, out, err
+	}
+	if err := openVerity(spec.Verity); err != nil {
 		return spec, out, err
 	}
 	return spec, out, nil

@@ -50,7 +50,50 @@ type Spec struct {
 	Rows uint16 `json:"rows,omitempty"`
 	Cols uint16 `json:"cols,omitempty"`
 	Term string `json:"term,omitempty"`
+	// Verity lists the dm-verity devices init opens and mounts, in order,
+	// before the command starts.
+	Verity []Verity `json:"verity,omitempty"`
 }
+
+// Verity is one dm-verity device for init to create from two virtio disks
+// and mount read-only. The host read everything but the root hash from the
+// hash image's superblock, so init needs no veritysetup.
+type Verity struct {
+	// Name is the device-mapper name (/dev/mapper/NAME) and the last
+	// element of the mount point.
+	Name string `json:"name"`
+	// DataSerial and HashSerial are the virtio serial numbers of the data
+	// and hash disks (/sys/block/vdX/serial), which name the disks whatever
+	// order the kernel probed them in.
+	DataSerial string `json:"data_serial"`
+	HashSerial string `json:"hash_serial"`
+	// The verity table's fields (Documentation/admin-guide/device-mapper/verity.rst).
+	HashType       uint32 `json:"hash_type"`
+	DataBlockSize  uint32 `json:"data_block_size"`
+	HashBlockSize  uint32 `json:"hash_block_size"`
+	DataBlocks     uint64 `json:"data_blocks"`
+	HashStartBlock uint64 `json:"hash_start_block"`
+	Algorithm      string `json:"algorithm"`
+	RootHash       string `json:"root_hash"` // hex
+	Salt           string `json:"salt"`      // hex; "-" for none
+	// SignaturePath is the guest path of a PKCS#7 signature of the root
+	// hash, or empty. init stores it as a user key for dm-verity to check.
+	SignaturePath string `json:"signature_path,omitempty"`
+	// MountPoint is where init mounts the device read-only.
+	MountPoint string `json:"mount_point"`
+}
+
+// VerityDir holds the root hash signatures the host adds for Verity
+// devices, one NAME.sig each.
+const VerityDir = "/etc/bpfipe/verity"
+
+// VerityMountDir is where init mounts each Verity device, at
+// VerityMountDir/NAME.
+const VerityMountDir = "/mnt"
+
+// VeritySignatureKey is the description of the user key holding a
+// device's root hash signature (dm-verity's root_hash_sig_key_desc).
+func VeritySignatureKey(name string) string { return "bpfipe-vm:" + name }
 
 // Marker lines written on the output device, each on a line of its own and
 // preceded by a newline that is part of the marker.
