@@ -33,7 +33,6 @@ func runSwitch(fs *pflag.FlagSet, args []string, name string,
 ) int {
 	if len(args) != 1 {
 		fmt.Fprintf(stderr, "bpfipe %s: want on or off\n", name)
-		fs.Usage()
 		return exitUsage
 	}
 	on, ok := parseSwitch(args[0])

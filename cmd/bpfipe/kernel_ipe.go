@@ -60,11 +60,11 @@ func init() {
 		usage:   "NAME",
 		run: func(fs *pflag.FlagSet, args []string) int {
 			if len(args) != 1 {
-				fmt.Fprintln(fs.Output(), "bpfipe kernel-ipe delete: want one policy name")
+				fmt.Fprintln(stderr, "bpfipe kernel-ipe delete: want one policy name")
 				return exitUsage
 			}
 			if err := kernelipe.Delete(args[0]); err != nil {
-				return kernelFail(fs.Output(), "kernel-ipe delete", err)
+				return kernelFail(stderr, "kernel-ipe delete", err)
 			}
 			return exitOK
 		},
@@ -130,7 +130,6 @@ func kernelFail(stderr io.Writer, cmd string, err error) int {
 // signedPolicy reads POLICY and signs it with --key and --cert, or takes it
 // as it is when it is already a PKCS#7 message and no key is given.
 func signedPolicy(fs *pflag.FlagSet, path, cmd string) ([]byte, int) {
-	stderr := fs.Output()
 	keyPath, _ := fs.GetString("key")
 	certPath, _ := fs.GetString("cert")
 	data, err := os.ReadFile(path)
@@ -167,10 +166,8 @@ func signedPolicy(fs *pflag.FlagSet, path, cmd string) ([]byte, int) {
 }
 
 func runKernelPolicy(fs *pflag.FlagSet, args []string, cmd string, apply func([]byte) (string, error)) int {
-	stderr := fs.Output()
 	if len(args) != 1 {
 		fmt.Fprintf(stderr, "bpfipe %s: want exactly one policy file\n", cmd)
-		fs.Usage()
 		return exitUsage
 	}
 	blob, status := signedPolicy(fs, args[0], cmd)
@@ -187,7 +184,7 @@ func runKernelPolicy(fs *pflag.FlagSet, args []string, cmd string, apply func([]
 	}
 	for _, p := range st.Policies {
 		if p.Name == name {
-			fmt.Fprintf(os.Stdout, "kernel IPE: policy %q version %s %s (%s)\n", p.Name, p.Version, onOff(p.Active, "active", "loaded"), p.Digest)
+			fmt.Fprintf(stdout, "kernel IPE: policy %q version %s %s (%s)\n", p.Name, p.Version, onOff(p.Active, "active", "loaded"), p.Digest)
 			return exitOK
 		}
 	}
@@ -196,7 +193,6 @@ func runKernelPolicy(fs *pflag.FlagSet, args []string, cmd string, apply func([]
 }
 
 func runKernelSign(fs *pflag.FlagSet, args []string) int {
-	stderr := fs.Output()
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "bpfipe kernel-ipe sign: want exactly one policy file")
 		return exitUsage
@@ -221,7 +217,6 @@ func runKernelSign(fs *pflag.FlagSet, args []string) int {
 }
 
 func runKernelStatus(fs *pflag.FlagSet, args []string) int {
-	stderr := fs.Output()
 	if len(args) != 0 {
 		fmt.Fprintln(stderr, "bpfipe kernel-ipe status: takes no arguments")
 		return exitUsage
@@ -231,13 +226,13 @@ func runKernelStatus(fs *pflag.FlagSet, args []string) int {
 		return kernelFail(stderr, "kernel-ipe status", err)
 	}
 	if asJSON, _ := fs.GetBool("json"); asJSON {
-		if err := json.NewEncoder(os.Stdout).Encode(st); err != nil {
+		if err := json.NewEncoder(stdout).Encode(st); err != nil {
 			return kernelFail(stderr, "kernel-ipe status", err)
 		}
 		return exitOK
 	}
 	line := func(label, format string, args ...any) {
-		fmt.Fprintf(os.Stdout, "%-15s %s\n", label+":", fmt.Sprintf(format, args...))
+		fmt.Fprintf(stdout, "%-15s %s\n", label+":", fmt.Sprintf(format, args...))
 	}
 	if st.Active != nil {
 		line("active policy", "%q version %s (%s)", st.Active.Name, st.Active.Version, st.Active.Digest)
@@ -257,7 +252,6 @@ func runKernelStatus(fs *pflag.FlagSet, args []string) int {
 }
 
 func runKernelEvents(fs *pflag.FlagSet, args []string) int {
-	stderr := fs.Output()
 	if len(args) != 0 {
 		fmt.Fprintln(stderr, "bpfipe kernel-ipe events: takes no arguments")
 		return exitUsage
@@ -297,15 +291,14 @@ func runKernelEvents(fs *pflag.FlagSet, args []string) int {
 			continue
 		}
 		if asJSON {
-			fmt.Fprintf(os.Stdout, "%s\n", rec.JSON())
+			fmt.Fprintf(stdout, "%s\n", rec.JSON())
 		} else {
-			fmt.Fprintln(os.Stdout, rec.String())
+			fmt.Fprintln(stdout, rec.String())
 		}
 	}
 }
 
 func runKernelSwitch(fs *pflag.FlagSet, args []string, cmd string, set func(bool) error) int {
-	stderr := fs.Output()
 	if len(args) != 1 {
 		fmt.Fprintf(stderr, "bpfipe %s: want on or off\n", cmd)
 		return exitUsage

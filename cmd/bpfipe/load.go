@@ -37,7 +37,6 @@ func init() {
 func runLoad(fs *pflag.FlagSet, args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "bpfipe load: want exactly one policy file")
-		fs.Usage()
 		return exitUsage
 	}
 	permissive, _ := fs.GetBool("permissive")

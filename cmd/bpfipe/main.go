@@ -75,14 +75,17 @@ func dispatch(args []string, out, errOut io.Writer) int {
 		return exitUsage
 	}
 	rest := args[len(strings.Fields(c.name)):]
-	fs := newFlagSet(c, stderr)
+	fs := newFlagSet(c, stdout)
+	// pflag prints the whole usage on every parse error; a bad flag gets one
+	// line instead, and the usage is printed only when asked for.
+	usage := fs.Usage
+	fs.Usage = func() {}
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
+			usage()
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "bpfipe %s: %v\n", c.name, err)
+		fmt.Fprintf(stderr, "bpfipe %s: %v (see 'bpfipe %s --help')\n", c.name, err, c.name)
 		return exitUsage
 	}
 	return c.run(fs, fs.Args())

@@ -27,7 +27,6 @@ func init() {
 			asJSON, _ := fs.GetBool("json")
 			if len(args) == 0 {
 				fmt.Fprintln(stderr, "bpfipe policy check: no policy files given")
-				fs.Usage()
 				return exitUsage
 			}
 			// The registry hands run no stdout; stderr is the flag set's output.

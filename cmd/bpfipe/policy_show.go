@@ -21,7 +21,6 @@ func init() {
 		run: func(fs *pflag.FlagSet, args []string) int {
 			if len(args) != 1 {
 				fmt.Fprintf(stderr, "bpfipe policy show: want one FILE, got %d arguments\n", len(args))
-				fs.Usage()
 				return exitUsage
 			}
 			return showPolicy(stdout, stderr, args[0])

@@ -102,7 +102,7 @@ func TestPolicyShowUsage(t *testing.T) {
 	if code := dispatch([]string{"policy", "show"}, &stdout, &stderr); code != exitUsage {
 		t.Errorf("exit %d, want %d", code, exitUsage)
 	}
-	if !strings.Contains(stderr.String(), "Usage: bpfipe policy show FILE") {
-		t.Errorf("stderr %q lacks the usage", stderr.String())
+	if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "want one FILE") {
+		t.Errorf("stderr %q is not one line saying what is wrong", got)
 	}
 }

@@ -28,7 +28,6 @@ func init() {
 func runUpdate(fs *pflag.FlagSet, args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "bpfipe update: want exactly one policy file")
-		fs.Usage()
 		return exitUsage
 	}
 	out := newRecordPrinter(stdout, fs)
