@@ -63,3 +63,17 @@ const (
 // There the loader fills the devices map itself, and fsverity_signature is
 // unobservable.
 const CapturePrefix = "capture_"
+
+// The tamper guard (guard.c), loaded before everything it protects.
+type GuardConfig = guardGuardConfig
+
+// LoadGuardSpec returns the collection spec of the tamper guard.
+var LoadGuardSpec = loadGuard
+
+// GuardMark starts the kernel name of every map and program the guard
+// protects (GUARD_MARK in guard.c); the loader names them so.
+const GuardMark = "bpfipe_"
+
+// GuardMaxLinks is how many link IDs the guard's configuration holds
+// (GUARD_MAX_LINKS).
+const GuardMaxLinks = 32

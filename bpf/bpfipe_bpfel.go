@@ -121,12 +121,6 @@ const (
 	bpfipeProgKernelLoadData           = "kernel_load_data"
 	bpfipeProgKernelReadFile           = "kernel_read_file"
 	bpfipeProgMmapFile                 = "mmap_file"
-	bpfipeVarUnusedDevice              = "unused_device"
-	bpfipeVarUnusedDeviceKey           = "unused_device_key"
-	bpfipeVarUnusedEvent               = "unused_event"
-	bpfipeVarUnusedRow                 = "unused_row"
-	bpfipeVarUnusedRowKey              = "unused_row_key"
-	bpfipeVarUnusedSettings            = "unused_settings"
 )
 
 // loadBpfipe returns the embedded CollectionSpec for bpfipe.
@@ -200,12 +194,6 @@ type bpfipeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfipeVariableSpecs struct {
-	UnusedDevice    *ebpf.VariableSpec `ebpf:"unused_device"`
-	UnusedDeviceKey *ebpf.VariableSpec `ebpf:"unused_device_key"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedRow       *ebpf.VariableSpec `ebpf:"unused_row"`
-	UnusedRowKey    *ebpf.VariableSpec `ebpf:"unused_row_key"`
-	UnusedSettings  *ebpf.VariableSpec `ebpf:"unused_settings"`
 }
 
 // bpfipeObjects contains all objects after they have been loaded into the kernel.
@@ -257,12 +245,6 @@ func (m *bpfipeMaps) Close() error {
 //
 // It can be passed to loadBpfipeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfipeVariables struct {
-	UnusedDevice    *ebpf.Variable `ebpf:"unused_device"`
-	UnusedDeviceKey *ebpf.Variable `ebpf:"unused_device_key"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedRow       *ebpf.Variable `ebpf:"unused_row"`
-	UnusedRowKey    *ebpf.Variable `ebpf:"unused_row_key"`
-	UnusedSettings  *ebpf.Variable `ebpf:"unused_settings"`
 }
 
 // bpfipePrograms contains all programs after they have been loaded into the kernel.

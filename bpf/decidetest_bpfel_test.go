@@ -116,23 +116,17 @@ type decidetestIpeTestCtx struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	decidetestMapCgroupScope     = "cgroup_scope"
-	decidetestMapCounters        = "counters"
-	decidetestMapDevices         = "devices"
-	decidetestMapEvents          = "events"
-	decidetestMapInodeStates     = "inode_states"
-	decidetestMapPolicy          = "policy"
-	decidetestMapScratch         = "scratch"
-	decidetestMapScratchBusy     = "scratch_busy"
-	decidetestMapSettings        = "settings"
-	decidetestMapTestIo          = "test_io"
-	decidetestProgDecide         = "decide"
-	decidetestVarUnusedDevice    = "unused_device"
-	decidetestVarUnusedDeviceKey = "unused_device_key"
-	decidetestVarUnusedEvent     = "unused_event"
-	decidetestVarUnusedRow       = "unused_row"
-	decidetestVarUnusedRowKey    = "unused_row_key"
-	decidetestVarUnusedSettings  = "unused_settings"
+	decidetestMapCgroupScope = "cgroup_scope"
+	decidetestMapCounters    = "counters"
+	decidetestMapDevices     = "devices"
+	decidetestMapEvents      = "events"
+	decidetestMapInodeStates = "inode_states"
+	decidetestMapPolicy      = "policy"
+	decidetestMapScratch     = "scratch"
+	decidetestMapScratchBusy = "scratch_busy"
+	decidetestMapSettings    = "settings"
+	decidetestMapTestIo      = "test_io"
+	decidetestProgDecide     = "decide"
 )
 
 // loadDecidetest returns the embedded CollectionSpec for decidetest.
@@ -200,12 +194,6 @@ type decidetestMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type decidetestVariableSpecs struct {
-	UnusedDevice    *ebpf.VariableSpec `ebpf:"unused_device"`
-	UnusedDeviceKey *ebpf.VariableSpec `ebpf:"unused_device_key"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedRow       *ebpf.VariableSpec `ebpf:"unused_row"`
-	UnusedRowKey    *ebpf.VariableSpec `ebpf:"unused_row_key"`
-	UnusedSettings  *ebpf.VariableSpec `ebpf:"unused_settings"`
 }
 
 // decidetestObjects contains all objects after they have been loaded into the kernel.
@@ -259,12 +247,6 @@ func (m *decidetestMaps) Close() error {
 //
 // It can be passed to loadDecidetestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decidetestVariables struct {
-	UnusedDevice    *ebpf.Variable `ebpf:"unused_device"`
-	UnusedDeviceKey *ebpf.Variable `ebpf:"unused_device_key"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedRow       *ebpf.Variable `ebpf:"unused_row"`
-	UnusedRowKey    *ebpf.Variable `ebpf:"unused_row_key"`
-	UnusedSettings  *ebpf.Variable `ebpf:"unused_settings"`
 }
 
 // decidetestPrograms contains all programs after they have been loaded into the kernel.

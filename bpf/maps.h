@@ -8,6 +8,7 @@
 #ifndef BPFIPE_MAPS_H
 #define BPFIPE_MAPS_H
 
+#include <bpf/bpf_core_read.h>
 #include "ipe.h"
 
 /* The active policy: slot 0 holds the rows of the policy in force. The
@@ -22,13 +23,17 @@ struct policy_rows {
 };
 
 /* Full BTF for the ABI types, so that bpf2go -type can mirror them and the
- * inner map definition above does not degrade to forward declarations. */
-struct ipe_event *unused_event __attribute__((unused));
-struct ipe_row_key *unused_row_key __attribute__((unused));
-struct ipe_row *unused_row __attribute__((unused));
-struct ipe_device_key *unused_device_key __attribute__((unused));
-struct ipe_device *unused_device __attribute__((unused));
-struct ipe_settings *unused_settings __attribute__((unused));
+ * inner map definition above does not degrade to forward declarations.
+ * Asking for a type's size puts the whole type in BTF. A function that no
+ * program calls holds the questions, rather than global variables: those
+ * would make a .bss map, whose name the tamper guard cannot mark (see
+ * loader/guard.go). */
+__attribute__((unused)) __u64 ipe_btf_anchor(void)
+{
+	return bpf_core_type_size(struct ipe_event) + bpf_core_type_size(struct ipe_row_key) +
+	       bpf_core_type_size(struct ipe_row) + bpf_core_type_size(struct ipe_device_key) +
+	       bpf_core_type_size(struct ipe_device) + bpf_core_type_size(struct ipe_settings);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);

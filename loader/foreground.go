@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"time"
-
-	"github.com/bpfipe/bpfipe/loader/blockdev"
 )
 
 // Serve is the foreground loader's life: it passes every decision to emit
@@ -40,45 +37,10 @@ func (l *Loader) Serve(ctx context.Context, emit func(AccessRecord), warn func(s
 	}
 }
 
-// watchDevices re-resolves dm-verity devices on device-mapper uevents, and
-// every few seconds in case uevents are missed (the socket buffer can
-// overflow) or unavailable.
+// watchDevices keeps the devices map current while the foreground loader
+// runs, as the resolver does for pinned loads (resolver.go): listening
+// before its first scan closes the gap since the load's own scan.
 func (l *Loader) watchDevices(ctx context.Context, warn func(string)) {
-	changed := make(chan struct{}, 1)
-	if listener, err := blockdev.ListenUevents(); err != nil {
-		warn("listen for device uevents: " + err.Error() + "; resolving dm-verity devices every few seconds instead")
-	} else {
-		go func() {
-			<-ctx.Done()
-			listener.Close()
-		}()
-		go func() {
-			for {
-				ev, err := listener.Next()
-				if err != nil && !errors.Is(err, blockdev.ErrUeventOverflow) {
-					return // closed, or broken: the ticker carries on
-				}
-				// After an overflow any device may have changed.
-				if err != nil || ev.IsDMDisk() {
-					select {
-					case changed <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-tick.C:
-		}
-		for _, w := range l.Running.RefreshDevices() {
-			warn(w)
-		}
-	}
+	f := &deviceFollower{paths: l.paths, devices: l.Running.devices, warn: warn}
+	f.follow(ctx, func() bool { return true }, nil)
 }

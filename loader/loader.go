@@ -6,6 +6,7 @@ package loader
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,6 +43,12 @@ type Options struct {
 	// Warn receives what the user should know but that does not stop the
 	// load: properties this kernel cannot observe, rules that never match.
 	Warn func(string)
+
+	// Tamper resistance (guard.go). Lock refuses unload, permissive mode
+	// and unsigned updates until reboot; Trusted are the --trust
+	// certificates, which every later update must then be signed by.
+	Lock    bool
+	Trusted []*x509.Certificate
 }
 
 // capturePrefix marks programs that feed the devices map from hooks only
@@ -62,6 +69,8 @@ type Loader struct {
 	linkNames []string
 	kernel    *Kernel
 	instance  string
+	// guard is the tamper guard (guard.go); nil when nothing is attached.
+	guard *guard
 	// Running is the published enforcement, opened from its pins.
 	Running *Running
 }
@@ -84,7 +93,7 @@ func start(p paths, opts Options) (_ *Loader, err error) {
 	}
 	defer unlock()
 	if loaded, err := p.loaded(); err != nil {
-		return nil, err
+		return nil, guardRefusal(err)
 	} else if loaded {
 		return nil, fmt.Errorf("%w: run bpfipe update to change its policy, or bpfipe unload first", ErrAlreadyLoaded)
 	}
@@ -118,6 +127,9 @@ func start(p paths, opts Options) (_ *Loader, err error) {
 	if err := l.install(spec, opts); err != nil {
 		return nil, err
 	}
+	// Device resolver wiring (resolver.go): pinned loads without
+	// in-kernel capture leave a resolver behind.
+	l.startResolverAfterLoad(opts)
 	return l, nil
 }
 
@@ -146,6 +158,17 @@ func (l *Loader) install(spec *ebpf.CollectionSpec, opts Options) (err error) {
 		opts.Warn("no filesystem is boot_verified: " + boot.Why)
 	}
 
+	// The tamper guard goes first, so that everything below is born
+	// protected (guard.go).
+	if err := l.startGuard(spec); err != nil {
+		return err
+	}
+	if l.guard != nil {
+		for _, w := range guardWarnings() {
+			opts.Warn(w)
+		}
+	}
+	markObjects(spec)
 	l.coll, err = ebpf.NewCollection(spec)
 	if err != nil {
 		return loadError("load BPF programs", err)
@@ -194,6 +217,9 @@ func (l *Loader) install(spec *ebpf.CollectionSpec, opts Options) (err error) {
 		DMVerityMode: mode,
 		Observable:   observableNames(obs),
 		LoadedAt:     time.Now().UTC(),
+		Guard:        l.guard.state(),
+		Locked:       opts.Lock,
+		Trusted:      trustedDER(opts.Trusted),
 	}
 	for name, prog := range spec.Programs {
 		if prog.Type == ebpf.LSM {
@@ -283,7 +309,15 @@ func (l *Loader) publish() error {
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return fmt.Errorf("create pin directory: %w", err)
 	}
-	err := l.pinAll(staging)
+	// Protected before anything is pinned in it, sealed before the
+	// rename makes it visible (guard.go).
+	err := l.guard.protectDir(staging)
+	if err == nil {
+		err = l.pinAll(staging)
+	}
+	if err == nil {
+		err = l.guard.seal(l.links)
+	}
 	if err == nil {
 		err = os.Rename(staging, l.paths.pinDir)
 	}
@@ -346,11 +380,19 @@ func (l *Loader) Stop() error {
 	if l == nil {
 		return nil
 	}
+	// A locked load outlives its loader (guard.go): the pins keep it.
+	if l.Running != nil && l.Running.State.Locked {
+		return l.Close()
+	}
+	guardProgs := l.guard.programIDs() // guard.go
 	ids, first := l.unpinOwn()
 	if err := l.Close(); err != nil && first == nil {
 		first = err
 	}
 	if err := waitLinksGone(ids, detachTimeout); err != nil && first == nil {
+		first = err
+	}
+	if err := waitProgramsGone(guardProgs, detachTimeout); err != nil && first == nil {
 		first = err
 	}
 	return first
@@ -400,6 +442,7 @@ func (l *Loader) Close() error {
 	for i := len(l.links) - 1; i >= 0; i-- {
 		keep(l.links[i].Close())
 	}
+	keep(l.guard.Close())
 	if l.state != nil {
 		keep(l.state.Close())
 	}

@@ -28,7 +28,15 @@ type Running struct {
 }
 
 // Open opens the running enforcement; ErrNotLoaded when there is none.
-func Open() (*Running, error) { return openRunning(defaultPaths) }
+func Open() (*Running, error) {
+	// Unprivileged, the pins are out of reach whether or not they exist:
+	// say so rather than "not loaded" (guard.go).
+	if err := checkPrivileged(); err != nil {
+		return nil, err
+	}
+	r, err := openRunning(defaultPaths)
+	return r, guardRefusal(err) // guard.go
+}
 
 func openRunning(p paths) (_ *Running, err error) {
 	r := &Running{paths: p}
@@ -95,23 +103,31 @@ func (r *Running) Settings() (bpf.Settings, error) {
 // previous mode. Like IPE's enforce file, permissive still evaluates and
 // reports every decision but denies nothing.
 func (r *Running) SetEnforcing(on bool) (old bool, err error) {
-	return r.setSwitch(func(s *bpf.Settings) *uint32 { return &s.Enforcing }, on)
+	return r.setSwitch(func(s *bpf.Settings) *uint32 { return &s.Enforcing }, on, !on)
 }
 
 // SetSuccessAudit switches reporting of ALLOW decisions and returns the
 // previous setting.
 func (r *Running) SetSuccessAudit(on bool) (old bool, err error) {
-	return r.setSwitch(func(s *bpf.Settings) *uint32 { return &s.SuccessAudit }, on)
+	return r.setSwitch(func(s *bpf.Settings) *uint32 { return &s.SuccessAudit }, on, false)
 }
 
-func (r *Running) setSwitch(field func(*bpf.Settings) *uint32, on bool) (bool, error) {
+// setSwitch sets one switch; weakens says the change is one a locked load
+// refuses (guard.go).
+func (r *Running) setSwitch(field func(*bpf.Settings) *uint32, on, weakens bool) (bool, error) {
 	unlock, err := r.paths.lock()
 	if err != nil {
 		return false, err
 	}
 	defer unlock()
-	if _, err := readState(r.paths); err != nil {
+	st, err := readState(r.paths)
+	if err != nil {
 		return false, err // unloaded since Open
+	}
+	if weakens {
+		if err := st.checkLocked("switch to permissive"); err != nil {
+			return false, err
+		}
 	}
 	s, err := r.Settings()
 	if err != nil {
@@ -165,6 +181,9 @@ func (r *Running) Update(f *PolicyFile, warn func(string)) (old, next ActivePoli
 	}
 	old = st.Active
 	if err := CheckUpdate(st.Active, f.Policy); err != nil {
+		return old, next, err
+	}
+	if err := st.checkUpdateTrust(f); err != nil { // guard.go
 		return old, next, err
 	}
 	for _, w := range Unobservable(f.Policy, st.observability()) {
@@ -221,7 +240,8 @@ func (r *Running) Update(f *PolicyFile, warn func(string)) (old, next ActivePoli
 	}
 	r.State = &nextState
 	if st.DMVerityMode == DMVerityUserspace {
-		for _, w := range seedDevices(r.devices, true) {
+		// Under the devices lock, not to interleave with a resolver (resolver.go).
+		for _, w := range refreshDevicesLocked(r.paths, r.devices) {
 			warn(w)
 		}
 	}
@@ -234,7 +254,7 @@ func (r *Running) RefreshDevices() []string {
 	if r.State.DMVerityMode != DMVerityUserspace {
 		return nil
 	}
-	return seedDevices(r.devices, true)
+	return refreshDevicesLocked(r.paths, r.devices) // resolver.go
 }
 
 // observability rebuilds what the kernel could observe from the names the
@@ -266,15 +286,24 @@ func unload(p paths, wait time.Duration) (*State, error) {
 		return nil, err
 	}
 	st, err := readState(p)
+	if err != nil && errors.Is(guardRefusal(err), ErrGuarded) {
+		unlock()
+		return nil, guardRefusal(err)
+	}
 	if err != nil && !errors.Is(err, ErrNotLoaded) {
 		// Unreadable state: still take everything down, which is what
 		// the user asked for.
 		st = nil
 	}
+	if err := st.checkLocked("unload"); err != nil { // guard.go
+		unlock()
+		return st, err
+	}
 	if _, serr := os.Stat(p.pinDir); errors.Is(serr, os.ErrNotExist) {
 		unlock()
 		return nil, ErrNotLoaded
 	}
+	guardProgs := guardProgramIDs(p.pinDir) // guard.go
 	ids, rerr := takeDown(p.pinDir)
 	unlock()
 	if rerr != nil {
@@ -285,7 +314,14 @@ func unload(p paths, wait time.Duration) (*State, error) {
 			return st, err
 		}
 	}
-	return st, waitLinksGone(ids, detachTimeout)
+	// The device resolver of a pinned load goes with it (resolver.go).
+	if err := stopResolver(p, resolverStopWait); err != nil {
+		return st, err
+	}
+	if err := waitLinksGone(ids, detachTimeout); err != nil {
+		return st, err
+	}
+	return st, waitProgramsGone(guardProgs, detachTimeout) // guard.go
 }
 
 // stopForeground is stopProcess, replaceable in tests whose own process

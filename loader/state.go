@@ -54,6 +54,13 @@ type State struct {
 	PIDStart uint64 `json:"pid_start,omitempty"`
 
 	LoadedAt time.Time `json:"loaded_at"`
+
+	// Tamper resistance (guard.go): the guard's authorised executable
+	// (nil when none runs), the lock, and the DER certificates every
+	// update must be signed by.
+	Guard   *GuardState `json:"guard,omitempty"`
+	Locked  bool        `json:"locked,omitempty"`
+	Trusted [][]byte    `json:"trusted,omitempty"`
 }
 
 // LoaderRunning reports whether the foreground loader that started

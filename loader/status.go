@@ -50,6 +50,11 @@ type Status struct {
 	// ScratchBusy counts hook calls that found no working memory free and
 	// were decided without evaluation.
 	ScratchBusy uint64 `json:"scratch_busy"`
+
+	// Resolver is the device resolver following dm-verity devices where
+	// the kernel cannot capture them (resolver.go); nil with capture and
+	// while a foreground loader follows them itself.
+	Resolver *ResolverStatus `json:"resolver,omitempty"`
 }
 
 // Status reads the running enforcement's state, switches and counters.
@@ -82,6 +87,10 @@ func (r *Running) Status() (*Status, error) {
 	}
 	if st.CgroupPath != "" {
 		s.Scope = st.CgroupPath
+	}
+	if st.DMVerityMode == DMVerityUserspace && !st.LoaderRunning() { // resolver.go; a live foreground loader resolves itself
+		rs := resolverStatus(r.paths, st.Instance)
+		s.Resolver = &rs
 	}
 	if st.BootSdev != 0 {
 		s.BootSdev = fmt.Sprintf("%d:%d", st.BootSdev>>20, st.BootSdev&(1<<20-1))

@@ -75,6 +75,11 @@ func printStatus(w io.Writer, st *loader.Status) {
 		line("boot root", "none (no file is boot_verified)")
 	}
 	line("dm-verity", "%s, %d device(s) known", st.DMVerityMode, st.Devices)
+	if st.Resolver != nil {
+		line("resolver", "%s", onOff(st.Resolver.Running,
+			fmt.Sprintf("running, pid %d, log %s", st.Resolver.PID, st.Resolver.Log),
+			"NOT running (restart it with: bpfipe resolver --restart)"))
+	}
 	line("observable", "%s", strings.Join(st.Observable, " "))
 	line("programs", "%s", strings.Join(st.Programs, " "))
 	switch {
