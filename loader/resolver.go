@@ -630,11 +630,15 @@ func startResolver(p paths, args []string) (ResolverStatus, error) {
 // still there after wait. A record naming a process that is gone is
 // removed.
 func stopResolver(p paths, wait time.Duration) error {
+	if err := checkPrivileged(); err != nil {
+		return fmt.Errorf("stop device resolver: %w", err)
+	}
 	rec, err := readResolverRecord(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
+		// An unreadable record names no process we could stop.
 		os.Remove(p.run(resolverRecordName))
 		return nil
 	}

@@ -331,8 +331,8 @@ var stopForeground = stopProcess
 // stopProcess sends SIGTERM to the foreground loader pid, if it is still the
 // process that loaded, and waits for it to exit.
 func stopProcess(pid int, start uint64, wait time.Duration) error {
-	if now, err := processStart(pid); err != nil || now != start {
-		return nil // gone, or the PID now names another process
+	if !processAlive(pid, start) {
+		return nil // gone, a zombie, or the PID now names another process
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
@@ -342,7 +342,7 @@ func stopProcess(pid int, start uint64, wait time.Duration) error {
 	}
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		if now, err := processStart(pid); err != nil || now != start {
+		if !processAlive(pid, start) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)

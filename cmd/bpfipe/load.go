@@ -20,11 +20,12 @@ func init() {
 	register(&command{
 		name:    "load",
 		summary: "Enforce a policy with BPF LSM programs, in the foreground or pinned",
-		usage:   "[--permissive] [--success-audit] [--pin] [--cgroup PATH] [--boot-root PATH] [--trust CERT]... [--json] POLICY",
+		usage:   "[--permissive] [--success-audit] [--pin] [--lock] [--cgroup PATH] [--boot-root PATH] [--trust CERT]... [--json] POLICY",
 		flags: func(fs *pflag.FlagSet) {
 			fs.Bool("permissive", false, "evaluate and report, deny nothing (IPE's enforce=0)")
 			fs.Bool("success-audit", false, "report ALLOW decisions too (IPE's success_audit=1)")
 			fs.Bool("pin", false, "leave enforcement running after bpfipe exits; stop it with bpfipe unload")
+			fs.Bool("lock", false, "refuse unload, permissive mode and (with --trust) unsigned updates until reboot")
 			fs.String("cgroup", "", "enforce only on tasks in this cgroup v2 directory and below")
 			fs.String("boot-root", "", "treat the filesystem holding PATH as the boot filesystem (boot_verified)")
 			fs.StringArray("trust", nil, "require the policy to be PKCS#7-signed by this certificate (PEM or DER), or one it issued; repeatable")
@@ -44,10 +45,11 @@ func runLoad(fs *pflag.FlagSet, args []string) int {
 	pin, _ := fs.GetBool("pin")
 	cgroup, _ := fs.GetString("cgroup")
 	bootRoot, _ := fs.GetString("boot-root")
+	lock, _ := fs.GetBool("lock")
 	out := newRecordPrinter(stdout, fs)
 	warn := warner(stderr, "load")
 
-	pf, status := readPolicyFile(fs, args[0], out, "load")
+	pf, trusted, status := readPolicyFile(fs, args[0], out, "load")
 	if pf == nil {
 		return status
 	}
@@ -58,6 +60,8 @@ func runLoad(fs *pflag.FlagSet, args []string) int {
 		CgroupPath:   cgroup,
 		BootRoot:     bootRoot,
 		Foreground:   !pin,
+		Lock:         lock,
+		Trusted:      trusted,
 		Warn:         warn,
 	})
 	if err != nil {
@@ -94,17 +98,17 @@ func runLoad(fs *pflag.FlagSet, args []string) int {
 	return exitOK
 }
 
-// readPolicyFile reads POLICY and the --trust certificates. A policy IPE
-// would refuse gets IPE's failed IPE_POLICY_LOAD record on stdout besides
-// the error; nil means the returned exit status ends the command.
-func readPolicyFile(fs *pflag.FlagSet, path string, out recordPrinter, cmd string) (*loader.PolicyFile, int) {
+// readPolicyFile reads POLICY and the --trust certificates it was checked
+// against. A policy IPE would refuse gets IPE's failed IPE_POLICY_LOAD record
+// on stdout besides the error; nil means the returned exit status ends the
+// command.
+func readPolicyFile(fs *pflag.FlagSet, path string, out recordPrinter, cmd string) (*loader.PolicyFile, []*x509.Certificate, int) {
 	trustPaths, _ := fs.GetStringArray("trust")
 	var trusted []*x509.Certificate
 	if len(trustPaths) > 0 {
 		var err error
 		if trusted, err = loader.ReadCertificates(trustPaths); err != nil {
-			fmt.Fprintf(stderr, "bpfipe %s: %v\n", cmd, err)
-			return nil, exitUsage
+			return nil, nil, fail(stderr, cmd, err)
 		}
 	}
 	pf, err := loader.ReadPolicy(path, trusted)
@@ -116,12 +120,12 @@ func readPolicyFile(fs *pflag.FlagSet, path string, out recordPrinter, cmd strin
 			errors.As(err, &errno)
 			out.config(loader.PolicyLoadRecord{Subject: loader.CurrentSubject(), Errno: -int(errno)})
 		}
-		return nil, fail(stderr, cmd, err)
+		return nil, nil, fail(stderr, cmd, err)
 	}
 	if pf.Signed && !pf.Verified {
 		warner(stderr, cmd)("the policy is signed by " + quoteOrUnknown(pf.Signer) + " but no --trust certificate was given, so the signer is not checked")
 	}
-	return pf, exitOK
+	return pf, trusted, exitOK
 }
 
 func quoteOrUnknown(s string) string {

@@ -31,7 +31,7 @@ func runUpdate(fs *pflag.FlagSet, args []string) int {
 		return exitUsage
 	}
 	out := newRecordPrinter(stdout, fs)
-	pf, status := readPolicyFile(fs, args[0], out, "update")
+	pf, _, status := readPolicyFile(fs, args[0], out, "update")
 	if pf == nil {
 		return status
 	}
