@@ -160,17 +160,17 @@ func cases(f fixtures) map[string]testCase {
 		"resolver --status": {args: []string{"resolver", "--status"}, status: exitNotLoaded, answer: onStdout},
 
 		// Unprivileged.
-		"nobody: load":                    {args: []string{"load", f.public}, status: exitPrivilege, asNobody: true},
-		"nobody: load pinned":             {args: []string{"load", "--pin", f.public}, status: exitPrivilege, asNobody: true},
-		"nobody: load unreadable":         {args: []string{"load", f.valid}, status: exitPrivilege, asNobody: true},
-		"nobody: update":                  {args: []string{"update", f.public}, status: exitPrivilege, asNobody: true},
-		"nobody: update unreadable":       {args: []string{"update", f.valid}, status: exitPrivilege, asNobody: true},
-		"nobody: unload":                  {args: []string{"unload"}, status: exitPrivilege, asNobody: true},
-		"nobody: enforce":                 {args: []string{"enforce", "off"}, status: exitPrivilege, asNobody: true},
-		"nobody: success-audit":           {args: []string{"success-audit", "on"}, status: exitPrivilege, asNobody: true},
-		"nobody: events":                  {args: []string{"events"}, status: exitPrivilege, asNobody: true},
-		"nobody: status":                  {args: []string{"status"}, status: exitPrivilege, asNobody: true},
-		"nobody: resolver --stop":         {args: []string{"resolver", "--stop"}, status: exitPrivilege, asNobody: true},
+		"nobody: load":              {args: []string{"load", f.public}, status: exitPrivilege, asNobody: true},
+		"nobody: load pinned":       {args: []string{"load", "--pin", f.public}, status: exitPrivilege, asNobody: true},
+		"nobody: load unreadable":   {args: []string{"load", f.valid}, status: exitPrivilege, asNobody: true},
+		"nobody: update":            {args: []string{"update", f.public}, status: exitPrivilege, asNobody: true},
+		"nobody: update unreadable": {args: []string{"update", f.valid}, status: exitPrivilege, asNobody: true},
+		"nobody: unload":            {args: []string{"unload"}, status: exitPrivilege, asNobody: true},
+		"nobody: enforce":           {args: []string{"enforce", "off"}, status: exitPrivilege, asNobody: true},
+		"nobody: success-audit":     {args: []string{"success-audit", "on"}, status: exitPrivilege, asNobody: true},
+		"nobody: events":            {args: []string{"events"}, status: exitPrivilege, asNobody: true},
+		"nobody: status":            {args: []string{"status"}, status: exitPrivilege, asNobody: true},
+		"nobody: resolver --stop":   {args: []string{"resolver", "--stop"}, status: exitPrivilege, asNobody: true},
 		// policy check documents 0 valid, 1 invalid or unreadable, 2 usage.
 		"nobody: policy check unreadable": {args: []string{"policy", "check", f.valid}, status: exitFailure, asNobody: true},
 	}
