@@ -38,10 +38,15 @@ type guest struct {
 	t        *testing.T
 	work     string
 	certPath string
+	keyPath  string
 	cert     *x509.Certificate
 	key      crypto.Signer
 	manifest scenario.Manifest
 	opts     []vmtest.Option
+	// payloads maps each payload name to its host file.
+	payloads map[string]string
+	// disks counts the virtio disks attached so far.
+	disks int
 }
 
 // newGuest makes a signing certificate (enrolled in the guest's UEFI db,
@@ -55,8 +60,13 @@ func newGuest(t *testing.T) *guest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &guest{t: t, work: t.TempDir(), certPath: certPath, cert: cert, key: key}
-	g.manifest = scenario.Manifest{Images: map[string]scenario.ImageDisks{}, Cert: guestDir + "/cert.pem", Key: guestDir + "/key.pem"}
+	g := &guest{t: t, work: t.TempDir(), certPath: certPath, keyPath: keyPath, cert: cert, key: key, payloads: map[string]string{}}
+	g.manifest = scenario.Manifest{
+		Images:   map[string]scenario.ImageDisks{},
+		FSVerity: map[string]scenario.FSVerityDiskInfo{},
+		Cert:     guestDir + "/cert.pem",
+		Key:      guestDir + "/key.pem",
+	}
 	g.opts = []vmtest.Option{
 		vmtest.WithUEFICert(certPath),
 		vmtest.WithAdd(certPath, g.manifest.Cert),
@@ -64,6 +74,10 @@ func newGuest(t *testing.T) *guest {
 		vmtest.WithAdd(buildRunner(t, g.work), guestRunner),
 	}
 	for name, host := range scenario.Payloads {
+		g.payloads[name] = host
+	}
+	g.addModule()
+	for name, host := range g.payloads {
 		g.opts = append(g.opts, vmtest.WithAdd(host, scenario.GuestPayloadDir+"/"+name))
 	}
 	// The dynamically linked payload needs its loader and libc where its
@@ -102,42 +116,54 @@ func buildRunner(t *testing.T, dir string) string {
 	return out
 }
 
-// addImages builds every image the scenarios declare, attaches each as
-// two disks (data, hash tree) and records them in the manifest.
+// addImages builds every dm-verity image and fs-verity disk the scenarios
+// declare, attaches them and records them in the manifest.
 func (g *guest) addImages(scenarios []*scenario.Scenario) {
 	g.t.Helper()
-	disk := 0
 	for _, s := range scenarios {
 		for _, img := range s.Images {
-			if _, done := g.manifest.Images[img.Name]; done {
-				continue
+			if _, done := g.manifest.Images[img.Name]; !done {
+				g.manifest.Images[img.Name] = g.buildImage(img)
 			}
-			d := g.buildImage(img)
-			d.DataDev, d.HashDev = diskName(disk), diskName(disk+1)
-			disk += 2
-			g.manifest.Images[img.Name] = d
+		}
+		for _, d := range s.FSVerity {
+			if _, done := g.manifest.FSVerity[d.Name]; !done {
+				g.manifest.FSVerity[d.Name] = g.buildFSVerity(d)
+			}
 		}
 	}
 }
 
-func diskName(i int) string { return "/dev/vd" + string(rune('a'+i)) }
+// attach adds a disk and returns its name in the guest.
+func (g *guest) attach(path string, readOnly bool) string {
+	g.opts = append(g.opts, vmtest.WithDisk(path, readOnly))
+	g.disks++
+	return "/dev/vd" + string(rune('a'+g.disks-1))
+}
+
+// payload reads a payload's bytes from the host.
+func (g *guest) payload(name string) []byte {
+	g.t.Helper()
+	host, ok := g.payloads[name]
+	if !ok {
+		g.t.Fatalf("no host file for payload %q", name)
+	}
+	data, err := os.ReadFile(host)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return data
+}
 
 var verityField = regexp.MustCompile(`(?m)^(Root hash|Salt|Data blocks|Hash algorithm):\s+(\S+)$`)
 
 func (g *guest) buildImage(img scenario.Image) scenario.ImageDisks {
 	t := g.t
 	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "veritysetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s to build dm-verity images (packages e2fsprogs, cryptsetup-bin): %v", tool, err)
-		}
-	}
+	requireTools(t, "to build dm-verity images (packages e2fsprogs, cryptsetup-bin)", "mkfs.ext4", "veritysetup")
 	root := filepath.Join(g.work, "img-"+img.Name)
 	for _, f := range img.Files {
-		data, err := os.ReadFile(scenario.Payloads[f.From])
-		if err != nil {
-			t.Fatal(err)
-		}
+		data := g.payload(f.From)
 		dst := filepath.Join(root, f.To)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			t.Fatal(err)
@@ -147,13 +173,7 @@ func (g *guest) buildImage(img scenario.Image) scenario.ImageDisks {
 		}
 	}
 	data, hash := root+".ext4", root+".verity"
-	run := func(name string, args ...string) string {
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := func(name string, args ...string) string { return hostCommand(t, name, args...) }
 	run("mkfs.ext4", "-q", "-F", "-b", "4096", "-L", img.Name, "-d", root, data, "16M")
 	out := run("veritysetup", "format", "--data-block-size=4096", "--hash-block-size=4096", data, hash)
 	fields := map[string]string{}
@@ -167,7 +187,7 @@ func (g *guest) buildImage(img scenario.Image) scenario.ImageDisks {
 	if d.Salt == "" {
 		d.Salt = "-"
 	}
-	g.opts = append(g.opts, vmtest.WithDisk(data, true), vmtest.WithDisk(hash, true))
+	d.DataDev, d.HashDev = g.attach(data, true), g.attach(hash, true)
 	if img.Signed {
 		sig := filepath.Join(g.work, img.Name+".roothash.p7s")
 		if err := os.WriteFile(sig, g.signDetached([]byte(d.RootHash)), 0o644); err != nil {

@@ -7,8 +7,8 @@
 //	guestrun play --manifest FILE SCENARIO.json...
 //	guestrun fidelity --manifest FILE DIR
 //
-// Exit status: 0 when everything agrees, 1 on a disagreement, 2 when a
-// scenario could not be played.
+// Exit status: 0 when every row agrees or differs as its scenario expects,
+// 1 otherwise, 2 when a scenario could not be played.
 package main
 
 import (
@@ -80,7 +80,7 @@ func playAll(m *scenario.Manifest, files []string) int {
 		fatal(err)
 	}
 	defer audit.Close()
-	p := &player{manifest: m, cert: cert, key: key, audit: audit, images: newImageSet(m)}
+	p := &player{manifest: m, cert: cert, key: key, audit: audit, images: newImageSet(m), verity: newVerityDisks(m)}
 	status := 0
 	for _, file := range files {
 		s, err := scenario.Read(file)
@@ -104,7 +104,7 @@ func playAll(m *scenario.Manifest, files []string) int {
 		r := compare(result)
 		printTable(os.Stdout, r)
 		printJSON(os.Stdout, r)
-		if r.Disagreements > 0 && status == 0 {
+		if r.Failed() && status == 0 {
 			status = 1
 		}
 	}

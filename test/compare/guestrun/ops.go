@@ -9,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -29,11 +32,18 @@ type outcome struct {
 	Result string
 	// ChildPID is the process an exec ran in, to tell its records apart.
 	ChildPID int
+	// PIDsBefore and PIDsAfter are the kernel's last allocated pid before
+	// and after starting a program. An exec that fails leaves no pid to
+	// read, so its forked process is the one in between.
+	PIDsBefore, PIDsAfter int
+	// MapIno is the inode of a shared anonymous mapping: the kernel backs
+	// each with a new shmem file, which a record may name.
+	MapIno uint64
 	// Output is what an executed program printed, for diagnosis.
 	Output string
 }
 
-func run(op scenario.Op) outcome {
+func run(op scenario.Op, m *scenario.Manifest) outcome {
 	switch op.Op {
 	case "exec":
 		return runProgram(op.Path, op.Path, op.Args, nil)
@@ -43,11 +53,17 @@ func run(op scenario.Op) outcome {
 		return runMemfd(op)
 	case "mmap":
 		prot, _ := scenario.ParseProt(op.Prot)
-		return outcome{Result: errnoResult(mapOnce(op.Path, prot, op.Shared, -1))}
+		ino, err := mapOnce(op.Path, prot, op.Shared, -1)
+		return outcome{Result: errnoResult(err), MapIno: ino}
 	case "mprotect":
 		from, _ := scenario.ParseProt(op.From)
 		to, _ := scenario.ParseProt(op.To)
-		return outcome{Result: errnoResult(mapOnce(op.Path, from, op.Shared, to))}
+		ino, err := mapOnce(op.Path, from, op.Shared, to)
+		return outcome{Result: errnoResult(err), MapIno: ino}
+	case "finit_module":
+		return loadModule(m.Module.Name, func() error { return finitModule(op.Path) })
+	case "init_module":
+		return loadModule(m.Module.Name, initModule)
 	}
 	return outcome{Result: "unknown op " + op.Op}
 }
@@ -63,11 +79,13 @@ func runProgram(path, argv0 string, args []string, extra []*os.File) outcome {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.ExtraFiles = extra
+	before := lastPID()
 	err := cmd.Start()
+	after := lastPID()
 	if err != nil {
-		return outcome{Result: errnoResult(err), Output: err.Error()}
+		return outcome{Result: errnoResult(err), Output: err.Error(), PIDsBefore: before, PIDsAfter: after}
 	}
-	o := outcome{ChildPID: cmd.Process.Pid}
+	o := outcome{ChildPID: cmd.Process.Pid, PIDsBefore: before, PIDsAfter: after}
 	err = cmd.Wait()
 	o.Output = out.String()
 	var exitErr *exec.ExitError
@@ -115,11 +133,22 @@ func runMemfd(op scenario.Op) outcome {
 	return runProgram("/proc/self/fd/3", op.From, op.Args, []*os.File{f})
 }
 
+// lastPID is the last pid the kernel allocated in this namespace, or 0.
+func lastPID() int {
+	data, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return n
+}
+
 // mapOnce maps one page of path (anonymous memory when path is empty)
 // with prot and, when mprotectTo is not negative, changes the protection
 // to mprotectTo; it reports the first error, prefixed "mmap:" when the
-// mapping itself failed in an mprotect operation.
-func mapOnce(path string, prot int, shared bool, mprotectTo int) error {
+// mapping itself failed in an mprotect operation. For shared anonymous
+// memory it also returns the inode of the shmem file behind the mapping.
+func mapOnce(path string, prot int, shared bool, mprotectTo int) (uint64, error) {
 	flags := unix.MAP_PRIVATE
 	if shared {
 		flags = unix.MAP_SHARED
@@ -134,22 +163,44 @@ func mapOnce(path string, prot int, shared bool, mprotectTo int) error {
 		}
 		var err error
 		if fd, err = unix.Open(path, mode|unix.O_CLOEXEC, 0); err != nil {
-			return fmt.Errorf("open: %w", err)
+			return 0, fmt.Errorf("open: %w", err)
 		}
 		defer unix.Close(fd)
 	}
 	mem, err := unix.Mmap(fd, 0, os.Getpagesize(), prot, flags)
 	if err != nil {
 		if mprotectTo >= 0 {
-			return &stepError{"mmap", err}
+			return 0, &stepError{"mmap", err}
 		}
-		return err
+		return 0, err
 	}
 	defer unix.Munmap(mem)
-	if mprotectTo >= 0 {
-		return unix.Mprotect(mem, mprotectTo)
+	var ino uint64
+	if shared && path == "" {
+		if ino, err = mappingInode(uintptr(unsafe.Pointer(&mem[0]))); err != nil {
+			return 0, &stepError{"setup", err}
+		}
 	}
-	return nil
+	if mprotectTo >= 0 {
+		return ino, unix.Mprotect(mem, mprotectTo)
+	}
+	return ino, nil
+}
+
+// mappingInode reads the inode of the mapping that starts at addr from
+// /proc/self/maps: "START-END PERMS OFFSET DEV INODE PATH".
+func mappingInode(addr uintptr) (uint64, error) {
+	data, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, err
+	}
+	prefix := strconv.FormatUint(uint64(addr), 16) + "-"
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && strings.HasPrefix(line, prefix) {
+			return strconv.ParseUint(f[4], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no mapping at %#x in /proc/self/maps", addr)
 }
 
 type stepError struct {
@@ -178,4 +229,60 @@ func errnoResult(err error) string {
 		return prefix + "ENOENT"
 	}
 	return prefix + err.Error()
+}
+
+// loadModule runs one module load and removes the module again when it
+// loaded, so the next run (the other enforcer's) starts without it.
+func loadModule(name string, load func() error) outcome {
+	if name == "" {
+		return outcome{Result: "setup: the manifest names no module"}
+	}
+	if moduleLoaded(name) {
+		return outcome{Result: "setup: module " + name + " is loaded already"}
+	}
+	if err := load(); err != nil {
+		return outcome{Result: errnoResult(err)}
+	}
+	if err := unix.DeleteModule(name, unix.O_NONBLOCK); err != nil {
+		return outcome{Result: "ok, then delete_module: " + errnoResult(err)}
+	}
+	return outcome{Result: "ok"}
+}
+
+func moduleLoaded(name string) bool {
+	_, err := os.Stat("/sys/module/" + name)
+	return err == nil
+}
+
+// xzMagic starts an xz stream: a module the kernel is to decompress
+// itself (MODULE_INIT_COMPRESSED_FILE, CONFIG_MODULE_DECOMPRESS).
+var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+
+// finitModule loads the module file at path: the kernel reads it through
+// kernel_read_file (READING_MODULE), so the file's properties decide.
+func finitModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, len(xzMagic))
+	if _, err := f.ReadAt(head, 0); err != nil {
+		return fmt.Errorf("read module header: %w", err)
+	}
+	flags := 0
+	if bytes.Equal(head, xzMagic) {
+		flags = unix.MODULE_INIT_COMPRESSED_FILE
+	}
+	return unix.FinitModule(int(f.Fd()), "", flags)
+}
+
+// initModule loads the module's image from memory: kernel_load_data
+// (LOADING_MODULE) decides without a file.
+func initModule() error {
+	image, err := os.ReadFile(filepath.Join(scenario.GuestPayloadDir, scenario.PayloadModuleImage))
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	return unix.InitModule(image, "")
 }

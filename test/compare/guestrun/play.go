@@ -22,6 +22,7 @@ type player struct {
 	key      crypto.Signer
 	audit    *kernelipe.AuditReader
 	images   *imageSet
+	verity   *verityDisks
 	// played counts scenarios, for policy versions that only go up: IPE
 	// refuses to activate a version below the highest it activated.
 	played int
@@ -32,6 +33,9 @@ type player struct {
 type opResult struct {
 	outcome
 	Records []loader.AccessRecord
+	// Texts[i] is Records[i] as the enforcer printed it: the kernel's
+	// audit text for IPE, `bpfipe events` for bpfipe.
+	Texts []string
 }
 
 // played is one scenario's results under both enforcers.
@@ -48,7 +52,7 @@ func (p *player) play(s *scenario.Scenario) (*played, error) {
 		return nil, err
 	}
 	name := "compare_" + strings.ReplaceAll(s.Name, "-", "_")
-	text, err := s.Text(name, fmt.Sprintf("1.%d.0", p.played), p.images.rootHash)
+	text, err := s.Text(name, fmt.Sprintf("1.%d.0", p.played), p.resolve)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +61,13 @@ func (p *player) play(s *scenario.Scenario) (*played, error) {
 		return nil, err
 	}
 	out := &played{Scenario: s, Policy: string(text)}
+	if s.FSVeritySetUpBeforeLoad {
+		held, err := p.verity.hold(s)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll(held)
+	}
 	if out.IPE, err = p.underIPE(s, blob); err != nil {
 		return nil, fmt.Errorf("in-tree IPE: %w", err)
 	}
@@ -64,6 +75,17 @@ func (p *player) play(s *scenario.Scenario) (*played, error) {
 		return nil, fmt.Errorf("bpfipe: %w", err)
 	}
 	return out, nil
+}
+
+// resolve fills in the policy's placeholders.
+func (p *player) resolve(kind, name string) (string, bool) {
+	switch kind {
+	case "ROOTHASH":
+		return p.images.rootHash(name)
+	case "FSVERITY":
+		return p.verity.digest(name)
+	}
+	return "", false
 }
 
 func (p *player) prepare(s *scenario.Scenario) error {
@@ -74,6 +96,11 @@ func (p *player) prepare(s *scenario.Scenario) error {
 	}
 	for _, img := range s.Images {
 		if err := p.images.open(img); err != nil {
+			return err
+		}
+	}
+	for _, d := range s.FSVerity {
+		if err := p.verity.open(d); err != nil {
 			return err
 		}
 	}
@@ -115,16 +142,24 @@ func (p *player) underIPE(s *scenario.Scenario, blob []byte) (results []opResult
 			err = errors.Join(err, fmt.Errorf("switch to allow-all: %w", rerr))
 		}
 	}()
+	if err := p.verity.remount(s); err != nil {
+		return nil, err
+	}
 	if err := p.drain(); err != nil {
 		return nil, err
 	}
 	for _, op := range s.Ops {
-		o := run(op)
+		o := run(op, p.manifest)
 		recs, err := p.recordsUntilMark()
 		if err != nil {
 			return nil, err
 		}
-		results = append(results, opResult{outcome: o, Records: recs})
+		r := opResult{outcome: o}
+		for _, rec := range recs {
+			r.Records = append(r.Records, *rec.Access)
+			r.Texts = append(r.Texts, rec.Body)
+		}
+		results = append(results, r)
 	}
 	return results, nil
 }
@@ -156,7 +191,7 @@ func (p *player) drain() error {
 }
 
 // recordsUntilMark returns the IPE access records made before now.
-func (p *player) recordsUntilMark() ([]loader.AccessRecord, error) {
+func (p *player) recordsUntilMark() ([]kernelipe.Record, error) {
 	p.marks++
 	mark := fmt.Sprintf("bpfipe-compare-mark-%d", p.marks)
 	if err := p.audit.Mark(mark); err != nil {
@@ -164,7 +199,7 @@ func (p *player) recordsUntilMark() ([]loader.AccessRecord, error) {
 	}
 	p.audit.SetDeadline(time.Now().Add(15 * time.Second))
 	defer p.audit.SetDeadline(time.Time{})
-	var recs []loader.AccessRecord
+	var recs []kernelipe.Record
 	for {
 		rec, err := p.audit.Read()
 		if errors.Is(err, kernelipe.ErrMalformedRecord) {
@@ -178,7 +213,7 @@ func (p *player) recordsUntilMark() ([]loader.AccessRecord, error) {
 			return recs, nil
 		}
 		if rec.Access != nil {
-			recs = append(recs, *rec.Access)
+			recs = append(recs, rec)
 		}
 	}
 }
@@ -197,6 +232,7 @@ func (p *player) underBpfipe(s *scenario.Scenario, blob []byte) ([]opResult, err
 		Policy:       pf,
 		Enforcing:    !s.Permissive,
 		SuccessAudit: s.SuccessAudit,
+		BootRoot:     s.BpfipeBootRoot,
 		Warn:         func(msg string) { fmt.Fprintf(os.Stderr, "guestrun: bpfipe: %s\n", msg) },
 	})
 	if err != nil {
@@ -210,16 +246,25 @@ func (p *player) underBpfipe(s *scenario.Scenario, blob []byte) ([]opResult, err
 		loader.Unload()
 		return nil, err
 	}
+	if err := p.verity.remount(s); err != nil {
+		running.Close()
+		loader.Unload()
+		return nil, err
+	}
 	var results []opResult
 	for _, op := range s.Ops {
-		o := run(op)
+		o := run(op, p.manifest)
 		recs, err := drainEvents(running)
 		if err != nil {
 			running.Close()
 			loader.Unload()
 			return nil, err
 		}
-		results = append(results, opResult{outcome: o, Records: recs})
+		r := opResult{outcome: o, Records: recs}
+		for i := range recs {
+			r.Texts = append(r.Texts, recs[i].String())
+		}
+		results = append(results, r)
 	}
 	running.Close()
 	if _, err := loader.Unload(); err != nil {

@@ -3,6 +3,7 @@ package scenario
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -14,6 +15,7 @@ func TestScenarioFilesAreValid(t *testing.T) {
 	}
 	names := map[string]string{}
 	images := map[string]Image{}
+	disks := map[string]FSVerityDisk{}
 	for _, f := range files {
 		s, err := Read(f)
 		if err != nil {
@@ -31,6 +33,12 @@ func TestScenarioFilesAreValid(t *testing.T) {
 				t.Errorf("%s describes image %q differently from another scenario", f, img.Name)
 			}
 			images[img.Name] = img
+		}
+		for _, d := range s.FSVerity {
+			if prev, ok := disks[d.Name]; ok && !reflect.DeepEqual(prev, d) {
+				t.Errorf("%s describes fs-verity disk %q differently from another scenario", f, d.Name)
+			}
+			disks[d.Name] = d
 		}
 	}
 }
@@ -66,6 +74,27 @@ func TestCheckRejects(t *testing.T) {
 			s.Policy = append(s.Policy, "op=EXECUTE dmverity_roothash={{ROOTHASH:img}} action=ALLOW")
 		},
 		"no ops": func(s *Scenario) { s.Ops = nil },
+		"undeclared fs-verity file": func(s *Scenario) {
+			s.Policy = append(s.Policy, "op=EXECUTE fsverity_digest={{FSVERITY:fsv/main}} action=ALLOW")
+		},
+		"digest of a file without verity": func(s *Scenario) {
+			s.FSVerity = []FSVerityDisk{{Name: "fsv", Mount: "/mnt/fsv", Files: []FSVerityFile{{From: "busybox", To: "main"}}}}
+			s.Policy = append(s.Policy, "op=EXECUTE fsverity_digest={{FSVERITY:fsv/main}} action=ALLOW")
+		},
+		"unknown verity mode": func(s *Scenario) {
+			s.FSVerity = []FSVerityDisk{{Name: "fsv", Mount: "/mnt/fsv", Files: []FSVerityFile{{From: "busybox", To: "main", Verity: "yes"}}}}
+		},
+		"unknown placeholder kind": func(s *Scenario) {
+			s.Policy = append(s.Policy, "op=EXECUTE dmverity_roothash={{DIGEST:x}} action=ALLOW")
+		},
+		"init_module with a path":     func(s *Scenario) { s.Ops = []Op{{Op: "init_module", Path: "/x.ko"}} },
+		"finit_module without a path": func(s *Scenario) { s.Ops = []Op{{Op: "finit_module"}} },
+		"outcomes differ without a reason": func(s *Scenario) {
+			s.Ops[0].ExpectIPE, s.Ops[0].ExpectBpfipe = "EACCES", "ok"
+		},
+		"blank reason":                     func(s *Scenario) { s.Ops[0].ExpectDifference = "  " },
+		"relative boot root":               func(s *Scenario) { s.BpfipeBootRoot = "tmp" },
+		"set up before load without disks": func(s *Scenario) { s.FSVeritySetUpBeforeLoad = true },
 		"image path escapes": func(s *Scenario) {
 			s.Images = []Image{{Name: "img", Mount: "/mnt/i", Files: []File{{From: "busybox", To: "../x"}}}}
 		},
@@ -80,19 +109,26 @@ func TestCheckRejects(t *testing.T) {
 }
 
 func TestText(t *testing.T) {
-	s := Scenario{Policy: []string{"DEFAULT action=ALLOW", "op=EXECUTE dmverity_roothash={{ROOTHASH:tools}} action=ALLOW"}}
-	text, err := s.Text("p", "1.2.0", func(img string) (string, bool) {
-		return "sha256:ab12", img == "tools"
+	s := Scenario{Policy: []string{
+		"DEFAULT action=ALLOW",
+		"op=EXECUTE dmverity_roothash={{ROOTHASH:tools}} action=ALLOW",
+		"op=EXECUTE fsverity_digest={{FSVERITY:fsv/main}} action=DENY",
+	}}
+	values := map[string]string{"ROOTHASH tools": "sha256:ab12", "FSVERITY fsv/main": "sha256:cd34"}
+	text, err := s.Text("p", "1.2.0", func(kind, name string) (string, bool) {
+		v, ok := values[kind+" "+name]
+		return v, ok
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "policy_name=p policy_version=1.2.0\nDEFAULT action=ALLOW\nop=EXECUTE dmverity_roothash=sha256:ab12 action=ALLOW\n"
+	want := "policy_name=p policy_version=1.2.0\nDEFAULT action=ALLOW\n" +
+		"op=EXECUTE dmverity_roothash=sha256:ab12 action=ALLOW\nop=EXECUTE fsverity_digest=sha256:cd34 action=DENY\n"
 	if string(text) != want {
 		t.Errorf("Text = %q, want %q", text, want)
 	}
-	if _, err := s.Text("p", "1.2.0", func(string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), "tools") {
-		t.Errorf("missing root hash: %v", err)
+	if _, err := s.Text("p", "1.2.0", func(string, string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), "tools") || !strings.Contains(err.Error(), "fsv/main") {
+		t.Errorf("missing values: %v", err)
 	}
 }
 
@@ -114,5 +150,21 @@ func TestReadRejectsUnknownFields(t *testing.T) {
 	os.WriteFile(f, []byte(`{"name":"x","policy":["DEFAULT action=ALLOW"],"ops":[{"op":"exec","path":"/x"}],"sucess_audit":true}`), 0o600)
 	if _, err := Read(f); err == nil {
 		t.Error("a misspelt field is accepted")
+	}
+}
+
+func TestExpected(t *testing.T) {
+	for _, c := range []struct {
+		op          Op
+		ipe, bpfipe string
+	}{
+		{Op{}, "", ""},
+		{Op{Expect: "ok"}, "ok", "ok"},
+		{Op{Expect: "ok", ExpectIPE: "EACCES"}, "EACCES", "ok"},
+		{Op{ExpectIPE: "EACCES", ExpectBpfipe: "ok"}, "EACCES", "ok"},
+	} {
+		if ipe, bpf := c.op.Expected(); ipe != c.ipe || bpf != c.bpfipe {
+			t.Errorf("%+v: Expected() = %q, %q; want %q, %q", c.op, ipe, bpf, c.ipe, c.bpfipe)
+		}
 	}
 }
