@@ -143,8 +143,11 @@ func takeDown(dir string) ([]link.ID, error) {
 	return ids, removePinDir(dir)
 }
 
-// detachTimeout bounds the wait for links to go once nothing holds them.
-const detachTimeout = 5 * time.Second
+// detachTimeout bounds the wait for links and the guard's programs to go
+// once nothing holds them. The kernel frees them after RCU grace periods,
+// which take seconds on a loaded machine without KVM; the wait ends as soon
+// as they are gone, so the bound only matters when something is wrong.
+const detachTimeout = 30 * time.Second
 
 func pinnedLinkIDs(dir string) []link.ID {
 	entries, _ := os.ReadDir(dir)

@@ -47,8 +47,10 @@ type AccessRecord struct {
 	// IPE prints as path=? dev=? ino=?.
 	HasFile bool   `json:"has_file"`
 	Path    string `json:"path,omitempty"`
-	// PathTruncated says Path is the first bytes of a longer path: the BPF
-	// program copies at most IPE_PATH_MAX bytes, IPE prints the whole path.
+	// PathTruncated says Path is the tail of a longer path: the BPF program
+	// builds the path from the file upwards and keeps the last whole
+	// components that fit in IPE_PATH_MAX bytes, so the text still starts
+	// with '/'; IPE prints the whole path.
 	PathTruncated bool   `json:"path_truncated,omitempty"`
 	Dev           string `json:"dev,omitempty"`
 	Ino           uint64 `json:"ino,omitempty"`
