@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/smallstep/pkcs7"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfipe/bpfipe/policy"
 )
@@ -73,8 +74,27 @@ func DecodePolicy(name string, blob []byte, trusted []*x509.Certificate) (*Polic
 	if err != nil {
 		return nil, err
 	}
+	if err := checkLoadableName(p.Name); err != nil {
+		return nil, err
+	}
 	f.Policy = p
 	return f, nil
+}
+
+// checkLoadableName refuses the policy names IPE's parser accepts but its
+// load path cannot: IPE makes a securityfs directory policies/NAME, which
+// fails for "/" inside, "." and ".." (EACCES) and names longer than
+// NAME_MAX (ENAMETOOLONG). bpfipe refuses what IPE would, so a policy
+// tried here loads there too.
+func checkLoadableName(name string) error {
+	const step = "load policy"
+	switch {
+	case name == "." || name == ".." || strings.Contains(name, "/"):
+		return refuse(step, syscall.EACCES, "policy name %q cannot name IPE's securityfs directory policies/NAME", name)
+	case len(name) > unix.NAME_MAX:
+		return refuse(step, syscall.ENAMETOOLONG, "policy name is %d bytes; IPE's securityfs directory name takes at most %d", len(name), unix.NAME_MAX)
+	}
+	return nil
 }
 
 // contentInfo is the outer structure of every PKCS#7 message (RFC 2315).

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/smallstep/pkcs7"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfipe/bpfipe/policy"
 )
@@ -268,4 +269,23 @@ func FuzzDecodePolicy(f *testing.F) {
 			t.Fatalf("rejection without an errno: %v", err)
 		}
 	})
+}
+
+func TestDecodePolicyRefusesNamesIPECannotLoad(t *testing.T) {
+	for name, want := range map[string]syscall.Errno{
+		".":                      syscall.EACCES,
+		"..":                     syscall.EACCES,
+		"a/b":                    syscall.EACCES,
+		strings.Repeat("n", 256): syscall.ENAMETOOLONG,
+	} {
+		text := "policy_name=" + name + " policy_version=0.0.1\nDEFAULT action=ALLOW\n"
+		_, err := DecodePolicy("p.pol", []byte(text), nil)
+		if !errors.Is(err, want) {
+			t.Errorf("name %.20q: got %v, want %s", name, err, unix.ErrnoName(want))
+		}
+	}
+	longest := strings.Repeat("n", 255)
+	if _, err := DecodePolicy("p.pol", []byte("policy_name="+longest+" policy_version=0.0.1\nDEFAULT action=ALLOW\n"), nil); err != nil {
+		t.Errorf("a 255-byte name: %v", err)
+	}
 }
