@@ -16,7 +16,61 @@ type (
 var LoadSpec = loadBpfipe
 
 // Constants of ipe.h that bpf2go does not mirror (it generates types only).
-// abi_test.go checks each against the header.
+// This is their one Go home: abi_test.go checks each against the header and
+// fails on a define of the header that has no counterpart here. The ops
+// (IPE_OP_*) are policy.Op, which abi_test.go holds to the header too.
+
+// Row kinds of a row key's Kind (enum ipe_row_kind).
+const (
+	RowKindMeta uint8 = iota
+	RowKindBase
+	RowKindDV
+	RowKindFV
+	RowKindDVFV
+)
+
+// A boolean property's state (IPE_PROP_*): the verdict slot of a file is
+// boot_verified + 3*dmverity_signature + 9*fsverity_signature.
+const (
+	PropUnobservable = 0
+	PropTrue         = 1
+	PropFalse        = 2
+	// NumStates is the number of combinations of the three boolean
+	// properties' states, and of verdicts in a Row (IPE_STATES).
+	NumStates = 27
+)
+
+// Sizes of a Digest (IPE_ALG_LEN, IPE_DIGEST_MAX) and of an Event's path
+// and device name (IPE_PATH_MAX, IPE_SID_LEN).
+const (
+	AlgLen    = 32
+	DigestMax = 64
+	PathMax   = 256
+	SIDLen    = 32
+)
+
+const (
+	// NoVerdict marks a state in which no rule of a row matches, and an
+	// unset DEFAULT in the META row (IPE_NO_VERDICT).
+	NoVerdict uint32 = 0xffffffff
+	// The action of a verdict (rule index << 1 | action) and of a DEFAULT
+	// (IPE_ACTION_*).
+	ActionDeny  = 0
+	ActionAllow = 1
+	// MetaGlobalDefault is the META row slot of the global DEFAULT; slots
+	// 0..6 hold the per-op DEFAULTs (IPE_META_GLOBAL_DEFAULT).
+	MetaGlobalDefault = 7
+	// MetaGeneration is the META row slot of the policy generation, which
+	// events echo (IPE_META_GENERATION).
+	MetaGeneration = 8
+)
+
+// Who decided, in Event.Scope (IPE_SCOPE_*).
+const (
+	ScopeRule          = 0
+	ScopeOpDefault     = 1
+	ScopeGlobalDefault = 2
+)
 
 // Hooks, numbered as events and counters number them (IPE_HOOK_*).
 const (
@@ -27,6 +81,25 @@ const (
 	HookKernelLoad
 	NumHooks = 5
 )
+
+// hookNames are the hooks' names in IPE's audit (ipe_hook=), which their
+// IPE_HOOK_* defines spell too.
+var hookNames = [NumHooks]string{
+	HookBprmCheck:  "BPRM_CHECK",
+	HookMmap:       "MMAP",
+	HookMprotect:   "MPROTECT",
+	HookKernelRead: "KERNEL_READ",
+	HookKernelLoad: "KERNEL_LOAD",
+}
+
+// HookName is the ipe_hook= name of a hook number from an event or a
+// counter index, or "UNKNOWN".
+func HookName(hook uint8) string {
+	if int(hook) < len(hookNames) {
+		return hookNames[hook]
+	}
+	return "UNKNOWN"
+}
 
 // Indices of the per-CPU counters map past the per-decision ones, which
 // DecisionCounter gives (IPE_COUNTER_*).

@@ -2,64 +2,42 @@ package bpf
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/bpfipe/bpfipe/policy"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
-// headerDefines evaluates the #defines of ipe.h and maps.h that are a
-// number, a name already defined, or "NAME * N + N" over them: enough for
-// every constant abi.go and the tests mirror.
-func headerDefines(t *testing.T) map[string]uint64 {
+// headerConstants evaluates every IPE_* #define of ipe.h and maps.h and
+// every IPE_* enumerator of ipe.h. It knows the C of those headers: integer
+// literals with a u suffix, names defined earlier, parentheses, *, + and <<.
+// A constant it cannot evaluate fails the test, so a new form in the header
+// cannot slip past unchecked.
+func headerConstants(t *testing.T) map[string]uint64 {
 	t.Helper()
+	comment := regexp.MustCompile(`(?s)/\*.*?\*/|//[^\n]*`)
+	define := regexp.MustCompile(`(?m)^#define\s+(IPE_\w+)[ \t]+(.+)$`)
+	enumerator := regexp.MustCompile(`(?m)^\s*(IPE_\w+)\s*=\s*([^,\n]+),?\s*$`)
 	values := map[string]uint64{}
-	define := regexp.MustCompile(`(?m)^#define\s+(IPE_\w+)\s+\(?([^/\n]*?)\)?\s*(?:/\*.*)?$`)
-	term := regexp.MustCompile(`^(?:(\w+)\s*\*\s*)?(\w+)(?:\s*\+\s*(\d+))?$`)
-	operand := func(s string) (uint64, bool) {
-		if v, err := strconv.ParseUint(strings.TrimSuffix(s, "u"), 0, 64); err == nil {
-			return v, true
-		}
-		v, ok := values[s]
-		return v, ok
-	}
 	for _, file := range []string{"ipe.h", "maps.h"} {
 		src, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatalf("read header: %v", err)
 		}
-		for _, m := range define.FindAllStringSubmatch(string(src), -1) {
-			expr := strings.ReplaceAll(strings.TrimSpace(m[2]), "(1u << ", "1<<")
-			if a, b, ok := strings.Cut(expr, "<<"); ok {
-				x, okx := operand(strings.TrimSpace(a))
-				y, oky := operand(strings.TrimSuffix(strings.TrimSpace(b), ")"))
-				if okx && oky {
-					values[m[1]] = x << y
-				}
+		code := comment.ReplaceAllString(string(src), "")
+		matches := append(define.FindAllStringSubmatch(code, -1), enumerator.FindAllStringSubmatch(code, -1)...)
+		for _, m := range matches {
+			v, err := evalHeaderExpr(m[2], values)
+			if err != nil {
+				t.Errorf("%s: %s = %q: %v", file, m[1], m[2], err)
 				continue
-			}
-			p := term.FindStringSubmatch(expr)
-			if p == nil {
-				continue
-			}
-			v, ok := operand(p[2])
-			if !ok {
-				continue
-			}
-			if p[1] != "" {
-				f, ok := operand(p[1])
-				if !ok {
-					continue
-				}
-				v *= f
-			}
-			if p[3] != "" {
-				add, _ := strconv.ParseUint(p[3], 10, 64)
-				v += add
 			}
 			values[m[1]] = v
 		}
@@ -67,43 +45,202 @@ func headerDefines(t *testing.T) map[string]uint64 {
 	return values
 }
 
-func TestConstantsMatchHeaders(t *testing.T) {
-	h := headerDefines(t)
-	want := map[string]uint64{
-		"IPE_HOOK_BPRM_CHECK":        uint64(HookBprmCheck),
-		"IPE_HOOK_MMAP":              uint64(HookMmap),
-		"IPE_HOOK_MPROTECT":          uint64(HookMprotect),
-		"IPE_HOOK_KERNEL_READ":       uint64(HookKernelRead),
-		"IPE_HOOK_KERNEL_LOAD":       uint64(HookKernelLoad),
-		"IPE_NUM_HOOKS":              NumHooks,
-		"IPE_COUNTER_EVENTS_DROPPED": CounterEventsDropped,
-		"IPE_COUNTER_NO_POLICY":      CounterNoPolicy,
-		"IPE_COUNTER_SCRATCH_BUSY":   CounterScratchBusy,
-		"IPE_NUM_COUNTERS":           NumCounters,
-		"IPE_OBSERVE_DV_ROOTHASH":    uint64(ObserveDMVerityRootHash),
-		"IPE_OBSERVE_DV_SIGNATURE":   uint64(ObserveDMVeritySignature),
-		"IPE_OBSERVE_FV_DIGEST":      uint64(ObserveFSVerityDigest),
-		"IPE_OBSERVE_FV_SIGNATURE":   uint64(ObserveFSVeritySignature),
-		// The tests' own mirrors.
-		"IPE_PROP_UNOBSERVABLE":    propUnobservable,
-		"IPE_PROP_TRUE":            propTrue,
-		"IPE_PROP_FALSE":           propFalse,
-		"IPE_NO_VERDICT":           noVerdict,
-		"IPE_META_GLOBAL_DEFAULT":  metaGlobalDefault,
-		"IPE_META_GENERATION":      metaGeneration,
-		"IPE_SCOPE_RULE":           scopeRule,
-		"IPE_SCOPE_OP_DEFAULT":     scopeOpDefault,
-		"IPE_SCOPE_GLOBAL_DEFAULT": scopeGlobalDefault,
-		"IPE_SCRATCH_SLOTS":        scratchSlots,
-	}
-	for name, v := range want {
-		got, ok := h[name]
-		if !ok {
-			t.Errorf("%s: not found in the headers", name)
-			continue
+// evalHeaderExpr evaluates a constant expression of the headers over the
+// constants defined before it, with C's precedence: * binds tighter than +,
+// which binds tighter than <<.
+func evalHeaderExpr(expr string, defined map[string]uint64) (uint64, error) {
+	tokens := regexp.MustCompile(`\w+|<<|\S`).FindAllString(expr, -1)
+	var shift func() (uint64, error)
+	next := func() string {
+		if len(tokens) == 0 {
+			return ""
 		}
-		if got != v {
-			t.Errorf("%s = %d in the header, %d in Go", name, got, v)
+		return tokens[0]
+	}
+	primary := func() (uint64, error) {
+		tok := next()
+		if tok == "" {
+			return 0, errors.New("expression ends early")
+		}
+		tokens = tokens[1:]
+		if tok == "(" {
+			v, err := shift()
+			if err != nil {
+				return 0, err
+			}
+			if next() != ")" {
+				return 0, errors.New("unbalanced parenthesis")
+			}
+			tokens = tokens[1:]
+			return v, nil
+		}
+		if v, err := strconv.ParseUint(strings.TrimRight(tok, "uUlL"), 0, 64); err == nil {
+			return v, nil
+		}
+		if v, ok := defined[tok]; ok {
+			return v, nil
+		}
+		return 0, fmt.Errorf("unknown term %q", tok)
+	}
+	// binary parses operands joined by op, each with operand.
+	binary := func(op string, operand func() (uint64, error), apply func(a, b uint64) uint64) func() (uint64, error) {
+		return func() (uint64, error) {
+			v, err := operand()
+			for err == nil && next() == op {
+				tokens = tokens[1:]
+				var w uint64
+				if w, err = operand(); err == nil {
+					v = apply(v, w)
+				}
+			}
+			return v, err
+		}
+	}
+	product := binary("*", primary, func(a, b uint64) uint64 { return a * b })
+	sum := binary("+", product, func(a, b uint64) uint64 { return a + b })
+	shift = binary("<<", sum, func(a, b uint64) uint64 { return a << b })
+	v, err := shift()
+	if err == nil && len(tokens) != 0 {
+		err = fmt.Errorf("unexpected %q", tokens[0])
+	}
+	return v, err
+}
+
+// TestConstantsMatchHeaders holds every constant of the headers to its Go
+// counterparts, and every Go constant that stands for one to the header.
+func TestConstantsMatchHeaders(t *testing.T) {
+	h := headerConstants(t)
+	checks := []struct {
+		header string
+		goVal  uint64
+	}{
+		{"IPE_PROP_UNOBSERVABLE", PropUnobservable},
+		{"IPE_PROP_TRUE", PropTrue},
+		{"IPE_PROP_FALSE", PropFalse},
+		{"IPE_STATES", NumStates},
+		{"IPE_ALG_LEN", AlgLen},
+		{"IPE_DIGEST_MAX", DigestMax},
+
+		{"IPE_NO_VERDICT", uint64(NoVerdict)},
+		{"IPE_ACTION_DENY", ActionDeny},
+		{"IPE_ACTION_ALLOW", ActionAllow},
+		{"IPE_META_GLOBAL_DEFAULT", MetaGlobalDefault},
+		{"IPE_META_GENERATION", MetaGeneration},
+
+		{"IPE_ROW_META", uint64(RowKindMeta)},
+		{"IPE_ROW_BASE", uint64(RowKindBase)},
+		{"IPE_ROW_DV", uint64(RowKindDV)},
+		{"IPE_ROW_FV", uint64(RowKindFV)},
+		{"IPE_ROW_DVFV", uint64(RowKindDVFV)},
+
+		{"IPE_OBSERVE_DV_ROOTHASH", uint64(ObserveDMVerityRootHash)},
+		{"IPE_OBSERVE_DV_SIGNATURE", uint64(ObserveDMVeritySignature)},
+		{"IPE_OBSERVE_FV_DIGEST", uint64(ObserveFSVerityDigest)},
+		{"IPE_OBSERVE_FV_SIGNATURE", uint64(ObserveFSVeritySignature)},
+
+		{"IPE_HOOK_BPRM_CHECK", uint64(HookBprmCheck)},
+		{"IPE_HOOK_MMAP", uint64(HookMmap)},
+		{"IPE_HOOK_MPROTECT", uint64(HookMprotect)},
+		{"IPE_HOOK_KERNEL_READ", uint64(HookKernelRead)},
+		{"IPE_HOOK_KERNEL_LOAD", uint64(HookKernelLoad)},
+		{"IPE_NUM_HOOKS", NumHooks},
+
+		{"IPE_SCOPE_RULE", ScopeRule},
+		{"IPE_SCOPE_OP_DEFAULT", ScopeOpDefault},
+		{"IPE_SCOPE_GLOBAL_DEFAULT", ScopeGlobalDefault},
+
+		{"IPE_COUNTER_EVENTS_DROPPED", CounterEventsDropped},
+		{"IPE_COUNTER_NO_POLICY", CounterNoPolicy},
+		{"IPE_COUNTER_SCRATCH_BUSY", CounterScratchBusy},
+		{"IPE_NUM_COUNTERS", NumCounters},
+
+		{"IPE_PATH_MAX", PathMax},
+		{"IPE_SID_LEN", SIDLen},
+
+		// maps.h, mirrored by the decision tests only.
+		{"IPE_SCRATCH_SLOTS", scratchSlots},
+	}
+	// The policy package numbers ops, actions and scopes as the header
+	// does, so the loader passes them between the two unconverted.
+	policyChecks := []struct {
+		header, goName string
+		goVal          uint64
+	}{
+		{"IPE_OP_EXECUTE", "policy.OpExecute", uint64(policy.OpExecute)},
+		{"IPE_OP_FIRMWARE", "policy.OpFirmware", uint64(policy.OpFirmware)},
+		{"IPE_OP_KMODULE", "policy.OpKmodule", uint64(policy.OpKmodule)},
+		{"IPE_OP_KEXEC_IMAGE", "policy.OpKexecImage", uint64(policy.OpKexecImage)},
+		{"IPE_OP_KEXEC_INITRAMFS", "policy.OpKexecInitramfs", uint64(policy.OpKexecInitramfs)},
+		{"IPE_OP_POLICY", "policy.OpPolicy", uint64(policy.OpPolicy)},
+		{"IPE_OP_X509_CERT", "policy.OpX509Cert", uint64(policy.OpX509Cert)},
+		{"IPE_OP_INVALID", "policy.OpInvalid", uint64(policy.OpInvalid)},
+		{"IPE_NUM_OPS", "policy.NumOps", uint64(policy.NumOps)},
+		{"IPE_ACTION_DENY", "policy.Deny", uint64(policy.Deny)},
+		{"IPE_ACTION_ALLOW", "policy.Allow", uint64(policy.Allow)},
+		{"IPE_SCOPE_RULE", "policy.ScopeRule", uint64(policy.ScopeRule)},
+		{"IPE_SCOPE_OP_DEFAULT", "policy.ScopeOpDefault", uint64(policy.ScopeOpDefault)},
+		{"IPE_SCOPE_GLOBAL_DEFAULT", "policy.ScopeGlobalDefault", uint64(policy.ScopeGlobalDefault)},
+	}
+	checked := map[string]bool{}
+	compare := func(header, where string, goVal uint64) {
+		checked[header] = true
+		got, ok := h[header]
+		if !ok {
+			t.Errorf("%s: not found in the headers", header)
+			return
+		}
+		if got != goVal {
+			t.Errorf("%s = %d in the header, %d in %s", header, got, goVal, where)
+		}
+	}
+	for _, c := range checks {
+		compare(c.header, "package bpf", c.goVal)
+	}
+	for _, c := range policyChecks {
+		compare(c.header, c.goName, c.goVal)
+	}
+	for name := range h {
+		if !checked[name] {
+			t.Errorf("%s: in the headers with no Go counterpart here", name)
+		}
+	}
+}
+
+// IPE audit's hook names are the IPE_HOOK_* names, so the header numbers
+// them too.
+func TestHookNamesMatchHeader(t *testing.T) {
+	h := headerConstants(t)
+	for hook := range uint8(NumHooks) {
+		name := "IPE_HOOK_" + HookName(hook)
+		if got, ok := h[name]; !ok || got != uint64(hook) {
+			t.Errorf("hook %d is named %s, which the header numbers %d (defined: %v)", hook, HookName(hook), got, ok)
+		}
+	}
+	if got := HookName(NumHooks); got != "UNKNOWN" {
+		t.Errorf("HookName(NumHooks) = %q, want UNKNOWN", got)
+	}
+}
+
+// bpf2go sizes the arrays of the generated types from the header; the
+// constants above must agree with them.
+func TestGeneratedTypesHaveHeaderSizes(t *testing.T) {
+	var (
+		d   Digest
+		row Row
+		ev  Event
+	)
+	for _, c := range []struct {
+		what      string
+		got, want int
+	}{
+		{"Digest.Alg", len(d.Alg), AlgLen},
+		{"Digest.Bytes", len(d.Bytes), DigestMax},
+		{"Row.Verdict", len(row.Verdict), NumStates},
+		{"Event.Path", len(ev.Path), PathMax},
+		{"Event.Sid", len(ev.Sid), SIDLen},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s has %d elements, want %d", c.what, c.got, c.want)
 		}
 	}
 }

@@ -11,29 +11,10 @@ import (
 	"github.com/bpfipe/bpfipe/policy"
 )
 
-// Row kinds, boolean property states and the META slots of ipe.h;
-// abi_test.go holds them to the header.
 const (
-	kindMeta = 0
-	kindBase = 1
-	kindDV   = 2
-	kindFV   = 3
-	kindDVFV = 4
-
-	propUnobservable = 0
-	propTrue         = 1
-	propFalse        = 2
-
-	noVerdict         = 0xffffffff
-	metaGlobalDefault = 7
-	metaGeneration    = 8
-
-	scopeRule          = 0
-	scopeOpDefault     = 1
-	scopeGlobalDefault = 2
-
 	errEACCES = -13
 
+	// IPE_SCRATCH_SLOTS of maps.h; abi_test.go holds it to the header.
 	scratchSlots = 4
 )
 
@@ -65,7 +46,7 @@ func rowKey(kind uint8, op policy.Op, dv, fv *Digest) RowKey {
 func emptyRow() Row {
 	var r Row
 	for i := range r.Verdict {
-		r.Verdict[i] = noVerdict
+		r.Verdict[i] = NoVerdict
 	}
 	return r
 }
@@ -91,14 +72,14 @@ func only(v uint32, states ...uint32) Row {
 // meta is a META row; a nil action leaves its DEFAULT unset.
 func meta(generation uint32, global *policy.Action, perOp map[policy.Op]policy.Action) (RowKey, Row) {
 	r := emptyRow()
-	r.Verdict[metaGeneration] = generation
+	r.Verdict[MetaGeneration] = generation
 	if global != nil {
-		r.Verdict[metaGlobalDefault] = uint32(*global)
+		r.Verdict[MetaGlobalDefault] = uint32(*global)
 	}
 	for op, a := range perOp {
 		r.Verdict[op] = uint32(a)
 	}
-	return RowKey{Kind: kindMeta}, r
+	return RowKey{Kind: RowKindMeta}, r
 }
 
 func action(a policy.Action) *policy.Action { return &a }
@@ -144,7 +125,7 @@ func TestDecisionScopes(t *testing.T) {
 	rows := withMeta(map[RowKey]Row{
 		// Rule 3: op=EXECUTE boot_verified=TRUE action=DENY, with both
 		// signatures observable and FALSE.
-		rowKey(kindBase, policy.OpExecute, nil, nil): only(verdict(3, policy.Deny), state(propTrue, propFalse, propFalse)),
+		rowKey(RowKindBase, policy.OpExecute, nil, nil): only(verdict(3, policy.Deny), state(PropTrue, PropFalse, PropFalse)),
 	}, 41, action(policy.Allow), map[policy.Op]policy.Action{policy.OpFirmware: policy.Deny})
 	h.SetPolicy(rows)
 
@@ -154,12 +135,12 @@ func TestDecisionScopes(t *testing.T) {
 		subj TestSubject
 		want DecideResult
 	}{
-		{"rule", policy.OpExecute, fileBoot, DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: scopeRule, Rule: 3, Generation: 41}},
-		{"no rule matches: global default", policy.OpExecute, TestSubject{HasFile: true}, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 41}},
-		{"op default before global", policy.OpFirmware, fileBoot, DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: scopeOpDefault, Generation: 41}},
-		{"op without default: global", policy.OpKmodule, fileBoot, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 41}},
+		{"rule", policy.OpExecute, fileBoot, DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeRule, Rule: 3, Generation: 41}},
+		{"no rule matches: global default", policy.OpExecute, TestSubject{HasFile: true}, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: ScopeGlobalDefault, Generation: 41}},
+		{"op default before global", policy.OpFirmware, fileBoot, DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeOpDefault, Generation: 41}},
+		{"op without default: global", policy.OpKmodule, fileBoot, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: ScopeGlobalDefault, Generation: 41}},
 		// Without a file boot_verified is FALSE, whatever the input says.
-		{"no file", policy.OpExecute, TestSubject{BootVerified: true}, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 41}},
+		{"no file", policy.OpExecute, TestSubject{BootVerified: true}, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: ScopeGlobalDefault, Generation: 41}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,12 +159,12 @@ func TestFirstRuleInFileOrderWins(t *testing.T) {
 		// 1: op=EXECUTE action=ALLOW
 		// 2: op=EXECUTE fsverity_digest=A action=DENY (never reached)
 		// 3: op=EXECUTE dmverity_roothash=B fsverity_digest=A action=DENY (never reached)
-		rowKey(kindDV, policy.OpExecute, dvA, nil):   everywhere(verdict(0, policy.Deny)),
-		rowKey(kindBase, policy.OpExecute, nil, nil): everywhere(verdict(1, policy.Allow)),
-		rowKey(kindFV, policy.OpExecute, nil, fvA):   everywhere(verdict(2, policy.Deny)),
-		rowKey(kindDVFV, policy.OpExecute, dvB, fvA): everywhere(verdict(3, policy.Deny)),
+		rowKey(RowKindDV, policy.OpExecute, dvA, nil):   everywhere(verdict(0, policy.Deny)),
+		rowKey(RowKindBase, policy.OpExecute, nil, nil): everywhere(verdict(1, policy.Allow)),
+		rowKey(RowKindFV, policy.OpExecute, nil, fvA):   everywhere(verdict(2, policy.Deny)),
+		rowKey(RowKindDVFV, policy.OpExecute, dvB, fvA): everywhere(verdict(3, policy.Deny)),
 		// op=KMODULE: 4: dmverity_roothash=B fsverity_digest=A action=ALLOW
-		rowKey(kindDVFV, policy.OpKmodule, dvB, fvA): everywhere(verdict(4, policy.Allow)),
+		rowKey(RowKindDVFV, policy.OpKmodule, dvB, fvA): everywhere(verdict(4, policy.Allow)),
 	}, 1, action(policy.Deny), nil)
 	h.SetPolicy(rows)
 
@@ -195,13 +176,13 @@ func TestFirstRuleInFileOrderWins(t *testing.T) {
 		wantScope  uint32
 		wantRule   uint32
 	}{
-		{"deny before allow", policy.OpExecute, TestSubject{HasFile: true, DV: dvA}, policy.Deny, scopeRule, 0},
-		{"other root hash", policy.OpExecute, TestSubject{HasFile: true, DV: dvB}, policy.Allow, scopeRule, 1},
-		{"allow before later deny", policy.OpExecute, TestSubject{HasFile: true, DV: dvB, FV: fvA}, policy.Allow, scopeRule, 1},
-		{"both digests", policy.OpKmodule, TestSubject{HasFile: true, DV: dvB, FV: fvA}, policy.Allow, scopeRule, 4},
-		{"both digests needed", policy.OpKmodule, TestSubject{HasFile: true, FV: fvA}, policy.Deny, scopeGlobalDefault, 0},
-		{"algorithm is part of the digest", policy.OpKmodule, TestSubject{HasFile: true, DV: dvB, FV: fvA512}, policy.Deny, scopeGlobalDefault, 0},
-		{"no file, no digest", policy.OpKmodule, TestSubject{DV: dvB, FV: fvA}, policy.Deny, scopeGlobalDefault, 0},
+		{"deny before allow", policy.OpExecute, TestSubject{HasFile: true, DV: dvA}, policy.Deny, ScopeRule, 0},
+		{"other root hash", policy.OpExecute, TestSubject{HasFile: true, DV: dvB}, policy.Allow, ScopeRule, 1},
+		{"allow before later deny", policy.OpExecute, TestSubject{HasFile: true, DV: dvB, FV: fvA}, policy.Allow, ScopeRule, 1},
+		{"both digests", policy.OpKmodule, TestSubject{HasFile: true, DV: dvB, FV: fvA}, policy.Allow, ScopeRule, 4},
+		{"both digests needed", policy.OpKmodule, TestSubject{HasFile: true, FV: fvA}, policy.Deny, ScopeGlobalDefault, 0},
+		{"algorithm is part of the digest", policy.OpKmodule, TestSubject{HasFile: true, DV: dvB, FV: fvA512}, policy.Deny, ScopeGlobalDefault, 0},
+		{"no file, no digest", policy.OpKmodule, TestSubject{DV: dvB, FV: fvA}, policy.Deny, ScopeGlobalDefault, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,11 +199,11 @@ func TestUnobservableProperties(t *testing.T) {
 	rows := withMeta(map[RowKey]Row{
 		// 0: op=EXECUTE boot_verified=TRUE action=ALLOW, compiled for a
 		// kernel that observes neither signature.
-		rowKey(kindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(propTrue, propUnobservable, propUnobservable)),
+		rowKey(RowKindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(PropTrue, PropUnobservable, PropUnobservable)),
 		// 1: op=EXECUTE dmverity_roothash=A action=ALLOW
-		rowKey(kindDV, policy.OpExecute, dvA, nil): everywhere(verdict(1, policy.Allow)),
+		rowKey(RowKindDV, policy.OpExecute, dvA, nil): everywhere(verdict(1, policy.Allow)),
 		// 2: op=EXECUTE fsverity_digest=A action=ALLOW
-		rowKey(kindFV, policy.OpExecute, nil, fvA): everywhere(verdict(2, policy.Allow)),
+		rowKey(RowKindFV, policy.OpExecute, nil, fvA): everywhere(verdict(2, policy.Allow)),
 	}, 1, action(policy.Deny), nil)
 	h.SetPolicy(rows)
 	signedBoot := TestSubject{HasFile: true, BootVerified: true, DVSigned: true, FVSigned: true}
@@ -261,20 +242,20 @@ func TestInvalidOpTakesGlobalDefault(t *testing.T) {
 		// global DEFAULT decides it. (Its number is also the META slot of
 		// the global DEFAULT, so it cannot have an op DEFAULT.)
 		return withMeta(map[RowKey]Row{
-			rowKey(kindBase, policy.OpInvalid, nil, nil): everywhere(verdict(0, policy.Allow)),
+			rowKey(RowKindBase, policy.OpInvalid, nil, nil): everywhere(verdict(0, policy.Allow)),
 		}, 9, global, nil)
 	}
 
 	h.SetPolicy(rowsFor(action(policy.Deny)))
 	got := h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{})
-	want := DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: scopeGlobalDefault, Generation: 9}
+	want := DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeGlobalDefault, Generation: 9}
 	if got != want {
 		t.Errorf("global DEFAULT DENY: got %+v, want %+v", got, want)
 	}
 
 	h.SetPolicy(rowsFor(nil))
 	got = h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{})
-	want = DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: scopeGlobalDefault, Generation: 9}
+	want = DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: ScopeGlobalDefault, Generation: 9}
 	if got != want {
 		t.Errorf("no global DEFAULT: got %+v, want %+v", got, want)
 	}
@@ -322,7 +303,7 @@ func TestSuccessAudit(t *testing.T) {
 	if !ok {
 		t.Fatal("ALLOW with success_audit emitted no event")
 	}
-	if e.Action != uint8(policy.Allow) || e.Scope != scopeGlobalDefault || e.Enforcing != 1 {
+	if e.Action != uint8(policy.Allow) || e.Scope != ScopeGlobalDefault || e.Enforcing != 1 {
 		t.Errorf("event %+v, want an enforcing ALLOW by the global DEFAULT", e)
 	}
 }
@@ -339,7 +320,7 @@ func TestEventFields(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
 	h.SetPolicy(withMeta(map[RowKey]Row{
-		rowKey(kindFV, policy.OpKexecImage, nil, fvA): everywhere(verdict(6, policy.Deny)),
+		rowKey(RowKindFV, policy.OpKexecImage, nil, fvA): everywhere(verdict(6, policy.Deny)),
 	}, 77, action(policy.Allow), nil))
 	comm, err := os.ReadFile("/proc/thread-self/comm")
 	if err != nil {
@@ -354,7 +335,7 @@ func TestEventFields(t *testing.T) {
 	want := Event{
 		Pid: uint32(os.Getpid()), Rule: 6, Generation: 77,
 		Op: uint8(policy.OpKexecImage), Hook: HookKernelRead, Enforcing: 1,
-		Action: uint8(policy.Deny), Scope: scopeRule, HasFile: 1,
+		Action: uint8(policy.Deny), Scope: ScopeRule, HasFile: 1,
 	}
 	gotFixed := e
 	gotFixed.Comm, gotFixed.Path = [16]uint8{}, [256]uint8{}
@@ -384,7 +365,7 @@ func TestCountersPerHookAndAction(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
 	h.SetPolicy(withMeta(map[RowKey]Row{
-		rowKey(kindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(propTrue, propFalse, propFalse)),
+		rowKey(RowKindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(PropTrue, PropFalse, PropFalse)),
 	}, 1, action(policy.Deny), nil))
 
 	want := [NumCounters]uint64{}

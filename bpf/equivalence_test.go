@@ -109,24 +109,6 @@ func kernelSubject(t *testing.T, subj policy.Subject) bpf.TestSubject {
 	return ks
 }
 
-func observableBits(obs policy.Observability) uint32 {
-	var bits uint32
-	for _, o := range []struct {
-		on  bool
-		bit uint32
-	}{
-		{obs.DMVerityRootHash, bpf.ObserveDMVerityRootHash},
-		{obs.DMVeritySignature, bpf.ObserveDMVeritySignature},
-		{obs.FSVerityDigest, bpf.ObserveFSVerityDigest},
-		{obs.FSVeritySignature, bpf.ObserveFSVeritySignature},
-	} {
-		if o.on {
-			bits |= o.bit
-		}
-	}
-	return bits
-}
-
 // TestKernelDecisionMatchesTables holds the BPF decision (decide.h, run in
 // the kernel) equal to the compiler's Go model of it, maps.Tables.Lookup,
 // and to the reference evaluator, for random policies and files.
@@ -158,7 +140,7 @@ func TestKernelDecisionMatchesTables(t *testing.T) {
 			op := policy.Op(r.IntN(policy.NumOps + 1)) // OpInvalid too
 			hook := pick(r, hooks)
 			enforcing := uint32(r.IntN(2))
-			h.SetSettings(bpf.Settings{Enforcing: enforcing, SuccessAudit: 1, Observable: observableBits(obs)})
+			h.SetSettings(bpf.Settings{Enforcing: enforcing, SuccessAudit: 1, Observable: maps.ObservableBits(obs)})
 
 			got := h.Run(uint8(op), hook, kernelSubject(t, subj))
 			want := tables.Lookup(op, subj, obs)

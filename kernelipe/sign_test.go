@@ -9,17 +9,15 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/bpfipe/bpfipe/internal/testcert"
 )
 
 const testPolicy = "policy_name=sign_test policy_version=0.0.1\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=TRUE action=ALLOW\n"
@@ -30,46 +28,16 @@ type testSigner struct {
 	certPath, keyPath string
 }
 
-func newTestSigner(t *testing.T, key crypto.Signer) testSigner {
+// withFiles adds the PEM files of p, for openssl and ReadKeyPair.
+func withFiles(t *testing.T, p testcert.Pair) testSigner {
 	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(4242),
-		Subject:               pkix.Name{CommonName: "bpfipe kernelipe test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	s := testSigner{cert: cert, key: key, certPath: filepath.Join(dir, "cert.pem"), keyPath: filepath.Join(dir, "key.pem")}
-	if err := os.WriteFile(s.certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(s.keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	certPath, keyPath := p.WritePEM(t, t.TempDir())
+	return testSigner{cert: p.Cert, key: p.Key, certPath: certPath, keyPath: keyPath}
 }
 
 func rsaSigner(t *testing.T) testSigner {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return newTestSigner(t, key)
+	return withFiles(t, testcert.New(t, "bpfipe kernelipe test", nil))
 }
 
 func TestSignStructure(t *testing.T) {
@@ -175,7 +143,7 @@ func ecdsaSigner(t *testing.T) testSigner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newTestSigner(t, key)
+	return withFiles(t, testcert.NewForKey(t, "bpfipe kernelipe test", key, nil))
 }
 
 // TestSignMatchesOpenSSL signs the same text with openssl's documented

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/bpfipe/bpfipe/bpf"
+	"github.com/bpfipe/bpfipe/internal/testcert"
 )
 
 // The guard protects maps by the name the loader gives them, so every map
@@ -200,13 +201,13 @@ func TestUnlockedLoadUnloads(t *testing.T) {
 }
 
 func TestUpdatesMustBeSignedByTheLoadsTrust(t *testing.T) {
-	root := newTestKey(t, "bpfipe trust root", nil)
-	issued := newTestKey(t, "bpfipe issued signer", &root)
-	stranger := newTestKey(t, "bpfipe stranger", nil)
+	root := testcert.NewCA(t, "bpfipe trust root")
+	issued := testcert.New(t, "bpfipe issued signer", &root)
+	stranger := testcert.New(t, "bpfipe stranger", nil)
 	text := func(version string) []byte {
 		return []byte("policy_name=test policy_version=" + version + "\nDEFAULT action=ALLOW\n")
 	}
-	signed := func(content []byte, k testKey, extra ...*x509.Certificate) *PolicyFile {
+	signed := func(content []byte, k testcert.Pair, extra ...*x509.Certificate) *PolicyFile {
 		t.Helper()
 		f, err := DecodePolicy("test.pol", sign(t, content, k, extra...), nil)
 		if err != nil {
@@ -220,7 +221,7 @@ func TestUpdatesMustBeSignedByTheLoadsTrust(t *testing.T) {
 			p := privateBPFFS(t)
 			fakeVerity(t)
 			l, _ := installWithoutPrograms(t, p, Options{
-				Policy: signed(text("1.0.0"), root), Enforcing: true, Lock: locked, Trusted: []*x509.Certificate{root.cert},
+				Policy: signed(text("1.0.0"), root), Enforcing: true, Lock: locked, Trusted: []*x509.Certificate{root.Cert},
 			})
 			r := l.Running
 			for _, tc := range []struct {
@@ -240,7 +241,7 @@ func TestUpdatesMustBeSignedByTheLoadsTrust(t *testing.T) {
 			}
 			// A certificate the trusted root issued signs updates too, as
 			// --trust accepts at load.
-			if _, next, err := r.Update(signed(text("1.0.1"), issued, issued.cert), nil); err != nil || next.Version != "1.0.1" {
+			if _, next, err := r.Update(signed(text("1.0.1"), issued, issued.Cert), nil); err != nil || next.Version != "1.0.1" {
 				t.Errorf("update signed under the trusted root: %v, %+v", err, next)
 			}
 		})

@@ -161,25 +161,6 @@ func (k *Kernel) Observability(attached func(prog string) bool) policy.Observabi
 	}
 }
 
-// observableBits encodes obs as the settings' IPE_OBSERVE_* bits.
-func observableBits(obs policy.Observability) uint32 {
-	var bits uint32
-	for _, b := range []struct {
-		on  bool
-		bit uint32
-	}{
-		{obs.DMVerityRootHash, 1 << 0},
-		{obs.DMVeritySignature, 1 << 1},
-		{obs.FSVerityDigest, 1 << 2},
-		{obs.FSVeritySignature, 1 << 3},
-	} {
-		if b.on {
-			bits |= b.bit
-		}
-	}
-	return bits
-}
-
 // observableNames lists the observable properties by policy name.
 func observableNames(obs policy.Observability) []string {
 	names := []string{policy.PropBootVerified.String()}

@@ -2,79 +2,35 @@ package loader
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/smallstep/pkcs7"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfipe/bpfipe/internal/testcert"
 	"github.com/bpfipe/bpfipe/policy"
 )
 
 const signedPolicyText = "policy_name=signed policy_version=1.2.3\nDEFAULT action=ALLOW\n"
 
-type testKey struct {
-	cert *x509.Certificate
-	key  *rsa.PrivateKey
-}
-
-var serial int64
-
-// newTestKey makes a certificate signed by parent, or self-signed.
-func newTestKey(t testing.TB, name string, parent *testKey) testKey {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  parent == nil,
-	}
-	signerCert, signerKey := tmpl, key
-	if parent != nil {
-		signerCert, signerKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{cert: cert, key: key}
-}
-
 // sign makes what `openssl smime -sign -nodetach -noattr -binary -outform
 // der` makes: signedData with the content attached and no signed
 // attributes, optionally with extra certificates (a chain).
-func sign(t testing.TB, content []byte, k testKey, extra ...*x509.Certificate) []byte {
+func sign(t testing.TB, content []byte, k testcert.Pair, extra ...*x509.Certificate) []byte {
 	t.Helper()
 	sd, err := pkcs7.NewSignedData(content)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
-	if err := sd.SignWithoutAttr(k.cert, k.key, pkcs7.SignerInfoConfig{}); err != nil {
+	if err := sd.SignWithoutAttr(k.Cert, k.Key, pkcs7.SignerInfoConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range extra {
@@ -88,7 +44,7 @@ func sign(t testing.TB, content []byte, k testKey, extra ...*x509.Certificate) [
 }
 
 func TestIsPKCS7(t *testing.T) {
-	k := newTestKey(t, "detect", nil)
+	k := testcert.New(t, "detect", nil)
 	blob := sign(t, []byte(signedPolicyText), k)
 	if !IsPKCS7(blob) {
 		t.Error("a signedData message is not recognised")
@@ -109,9 +65,9 @@ func TestIsPKCS7(t *testing.T) {
 }
 
 func TestDecodePolicySignatures(t *testing.T) {
-	root := newTestKey(t, "trusted root", nil)
-	leaf := newTestKey(t, "policy signer", &root)
-	stranger := newTestKey(t, "stranger", nil)
+	root := testcert.NewCA(t, "trusted root")
+	leaf := testcert.New(t, "policy signer", &root)
+	stranger := testcert.New(t, "stranger", nil)
 	good := sign(t, []byte(signedPolicyText), root)
 
 	tampered := bytes.Replace(good, []byte("1.2.3"), []byte("9.2.3"), 1)
@@ -125,15 +81,15 @@ func TestDecodePolicySignatures(t *testing.T) {
 		trusted []*x509.Certificate
 		errno   syscall.Errno // 0: accepted
 	}{
-		{"signed by a trusted certificate", good, []*x509.Certificate{root.cert}, 0},
-		{"signed by a certificate a trusted one issued", sign(t, []byte(signedPolicyText), leaf), []*x509.Certificate{root.cert}, 0},
-		{"chain carried in the message", sign(t, []byte(signedPolicyText), leaf, root.cert), []*x509.Certificate{root.cert}, 0},
+		{"signed by a trusted certificate", good, []*x509.Certificate{root.Cert}, 0},
+		{"signed by a certificate a trusted one issued", sign(t, []byte(signedPolicyText), leaf), []*x509.Certificate{root.Cert}, 0},
+		{"chain carried in the message", sign(t, []byte(signedPolicyText), leaf, root.Cert), []*x509.Certificate{root.Cert}, 0},
 		{"signed, no trust asked for", sign(t, []byte(signedPolicyText), stranger), nil, 0},
 		{"plain text, no trust asked for", []byte(signedPolicyText), nil, 0},
-		{"plain text when trust is required", []byte(signedPolicyText), []*x509.Certificate{root.cert}, syscall.EBADMSG},
-		{"truncated message", good[:len(good)-40], []*x509.Certificate{root.cert}, syscall.EBADMSG},
-		{"signer not trusted", sign(t, []byte(signedPolicyText), stranger), []*x509.Certificate{root.cert}, syscall.ENOKEY},
-		{"content altered after signing", tampered, []*x509.Certificate{root.cert}, syscall.EKEYREJECTED},
+		{"plain text when trust is required", []byte(signedPolicyText), []*x509.Certificate{root.Cert}, syscall.EBADMSG},
+		{"truncated message", good[:len(good)-40], []*x509.Certificate{root.Cert}, syscall.EBADMSG},
+		{"signer not trusted", sign(t, []byte(signedPolicyText), stranger), []*x509.Certificate{root.Cert}, syscall.ENOKEY},
+		{"content altered after signing", tampered, []*x509.Certificate{root.Cert}, syscall.EKEYREJECTED},
 		{"content altered, no trust asked for", tampered, nil, syscall.EKEYREJECTED},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,9 +121,9 @@ func TestDecodePolicySignatures(t *testing.T) {
 }
 
 func TestDecodePolicyReportsParseErrorsOfSignedContent(t *testing.T) {
-	k := newTestKey(t, "signer", nil)
+	k := testcert.New(t, "signer", nil)
 	blob := sign(t, []byte("policy_name=x\n"), k)
-	_, err := DecodePolicy("bad.p7s", blob, []*x509.Certificate{k.cert})
+	_, err := DecodePolicy("bad.p7s", blob, []*x509.Certificate{k.Cert})
 	if err == nil || !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.EBADMSG) {
 		t.Fatalf("got %v, want the parser's rejection of the signed text", err)
 	}
@@ -193,13 +149,10 @@ func TestOpenSSLSignedPolicy(t *testing.T) {
 		t.Skip("openssl is not installed: cannot produce an openssl-signed policy")
 	}
 	dir := t.TempDir()
-	k := newTestKey(t, "openssl signer", nil)
-	certPath := filepath.Join(dir, "cert.pem")
-	keyPath := filepath.Join(dir, "key.pem")
+	k := testcert.New(t, "openssl signer", nil)
 	polPath := filepath.Join(dir, "policy.txt")
 	outPath := filepath.Join(dir, "policy.p7s")
-	writePEM(t, certPath, "CERTIFICATE", k.cert.Raw)
-	writePEM(t, keyPath, "PRIVATE KEY", mustPKCS8(t, k.key))
+	certPath, keyPath := k.WritePEM(t, dir)
 	if err := os.WriteFile(polPath, []byte(signedPolicyText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -221,27 +174,11 @@ func TestOpenSSLSignedPolicy(t *testing.T) {
 	}
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mustPKCS8(t *testing.T, key *rsa.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
 // FuzzDecodePolicy feeds arbitrary files to the policy reader: it must not
 // panic, and every rejection must say whether the signature or the text
 // was at fault, with an errno.
 func FuzzDecodePolicy(f *testing.F) {
-	k := newTestKey(f, "fuzz", nil)
+	k := testcert.New(f, "fuzz", nil)
 	signed := sign(f, []byte(signedPolicyText), k)
 	f.Add(signed, true)
 	f.Add(signed[:len(signed)/3], false)
@@ -250,7 +187,7 @@ func FuzzDecodePolicy(f *testing.F) {
 	f.Fuzz(func(t *testing.T, blob []byte, trust bool) {
 		var trusted []*x509.Certificate
 		if trust {
-			trusted = []*x509.Certificate{k.cert}
+			trusted = []*x509.Certificate{k.Cert}
 		}
 		pf, err := DecodePolicy("fuzz", blob, trusted)
 		if err == nil {

@@ -11,29 +11,6 @@ import (
 	"github.com/bpfipe/bpfipe/policy"
 )
 
-// Hook names as IPE's audit prints them in ipe_hook=, indexed by the
-// IPE_HOOK_* numbers of bpf/ipe.h.
-var hookNames = [...]string{"BPRM_CHECK", "MMAP", "MPROTECT", "KERNEL_READ", "KERNEL_LOAD"}
-
-// HookName is the ipe_hook= name of a hook number from an event or a
-// counter index.
-func HookName(hook int) string {
-	if hook >= 0 && hook < len(hookNames) {
-		return hookNames[hook]
-	}
-	return "UNKNOWN"
-}
-
-// NumHooks is IPE_NUM_HOOKS: the hooks that decide and count.
-const NumHooks = len(hookNames)
-
-// Event scopes (IPE_SCOPE_* of bpf/ipe.h).
-const (
-	scopeRule          = 0
-	scopeOpDefault     = 1
-	scopeGlobalDefault = 2
-)
-
 // AccessRecord is one decision, with the fields of IPE's AUDIT_IPE_ACCESS
 // record (type 1420) so the output of bpfipe and of in-tree IPE can be
 // compared line by line.
@@ -139,7 +116,7 @@ func DecodeAccess(ev *bpf.Event, rules RuleSource) AccessRecord {
 	action := policy.Action(ev.Action)
 	r := AccessRecord{
 		Op:            op.String(),
-		Hook:          HookName(int(ev.Hook)),
+		Hook:          bpf.HookName(ev.Hook),
 		Enforcing:     ev.Enforcing != 0,
 		PID:           ev.Pid,
 		Comm:          cString(ev.Comm[:]),
@@ -170,14 +147,14 @@ func DecodeAccess(ev *bpf.Event, rules RuleSource) AccessRecord {
 func ruleText(pol *policy.Policy, ev *bpf.Event, op policy.Op, action policy.Action) (string, bool) {
 	d := policy.Decision{Action: action, Op: op}
 	switch ev.Scope {
-	case scopeRule:
+	case bpf.ScopeRule:
 		if pol == nil || int(ev.Rule) >= len(pol.Rules) {
 			return "", false
 		}
 		d.Scope, d.Rule = policy.ScopeRule, &pol.Rules[ev.Rule]
-	case scopeOpDefault:
+	case bpf.ScopeOpDefault:
 		d.Scope = policy.ScopeOpDefault
-	case scopeGlobalDefault:
+	case bpf.ScopeGlobalDefault:
 		d.Scope = policy.ScopeGlobalDefault
 	default:
 		return "", false

@@ -87,16 +87,16 @@ func TestDecodeAccessRendersRule(t *testing.T) {
 		mutate func(*bpf.Event)
 		want   string
 	}{
-		{"rule with digest", func(e *bpf.Event) { e.Scope, e.Rule, e.Action = scopeRule, 1, 1 },
+		{"rule with digest", func(e *bpf.Event) { e.Scope, e.Rule, e.Action = bpf.ScopeRule, 1, 1 },
 			`ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=99 comm="sh" path="/usr/bin/x" dev="vda1" ino=42 rule="op=EXECUTE dmverity_roothash="sha256":AB12 action=ALLOW"`},
-		{"op default", func(e *bpf.Event) { e.Scope, e.Action = scopeOpDefault, 0 },
+		{"op default", func(e *bpf.Event) { e.Scope, e.Action = bpf.ScopeOpDefault, 0 },
 			`ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=99 comm="sh" path="/usr/bin/x" dev="vda1" ino=42 rule="DEFAULT op=EXECUTE action=DENY"`},
 		{"global default, no file", func(e *bpf.Event) {
-			e.Scope, e.Action, e.Op, e.Hook, e.HasFile = scopeGlobalDefault, 1, uint8(policy.OpKmodule), 4, 0
+			e.Scope, e.Action, e.Op, e.Hook, e.HasFile = bpf.ScopeGlobalDefault, 1, uint8(policy.OpKmodule), 4, 0
 		}, `ipe_op=KMODULE ipe_hook=KERNEL_LOAD enforcing=1 pid=99 comm="sh" path=? dev=? ino=? rule="DEFAULT action=ALLOW"`},
-		{"rule of a forgotten generation", func(e *bpf.Event) { e.Scope, e.Rule, e.Generation = scopeRule, 0, 3 },
+		{"rule of a forgotten generation", func(e *bpf.Event) { e.Scope, e.Rule, e.Generation = bpf.ScopeRule, 0, 3 },
 			`ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=99 comm="sh" path="/usr/bin/x" dev="vda1" ino=42 rule="?"`},
-		{"rule index past the policy", func(e *bpf.Event) { e.Scope, e.Rule = scopeRule, 5 },
+		{"rule index past the policy", func(e *bpf.Event) { e.Scope, e.Rule = bpf.ScopeRule, 5 },
 			`ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=99 comm="sh" path="/usr/bin/x" dev="vda1" ino=42 rule="?"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -178,7 +178,7 @@ func generationOf(t *testing.T, r *Running) uint32 {
 	t.Helper()
 	for k, v := range activeRows(t, r) {
 		if k.Kind == uint8(maps.KindMeta) {
-			return v.Verdict[maps.MetaGenerationSlot]
+			return v.Verdict[bpf.MetaGeneration]
 		}
 	}
 	t.Fatal("no META row")
@@ -262,7 +262,7 @@ func TestSwitchesAndStatus(t *testing.T) {
 	if err := r.counters.Put(uint32(1*2+1), perCPU); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.counters.Put(uint32(counterEventsDropped), perCPU); err != nil {
+	if err := r.counters.Put(uint32(bpf.CounterEventsDropped), perCPU); err != nil {
 		t.Fatal(err)
 	}
 
@@ -273,7 +273,7 @@ func TestSwitchesAndStatus(t *testing.T) {
 	if s.Enforcing || !s.SuccessAudit || s.Policy != "test" || s.Generation != 1 || s.Scope != cgroup2Dir(t) {
 		t.Errorf("status %+v", s)
 	}
-	if len(s.Hooks) != NumHooks || s.Hooks[1].Hook != "MMAP" || s.Hooks[1].Allow != uint64(3*ncpu) || s.Hooks[1].Deny != 0 {
+	if len(s.Hooks) != bpf.NumHooks || s.Hooks[1].Hook != "MMAP" || s.Hooks[1].Allow != uint64(3*ncpu) || s.Hooks[1].Deny != 0 {
 		t.Errorf("hook counts %+v, want MMAP allow=%d", s.Hooks, 3*ncpu)
 	}
 	if s.EventsDropped != uint64(3*ncpu) {
@@ -444,12 +444,12 @@ func TestEventsThroughRingBuffer(t *testing.T) {
 	defer r.Close()
 
 	ev := bpf.Event{Ino: 5, Pid: 123, Rule: 0, Generation: 1, Sdev: 2, Op: uint8(policy.OpExecute), Hook: 0,
-		Enforcing: 1, Action: uint8(policy.Allow), Scope: scopeRule, HasFile: 1}
+		Enforcing: 1, Action: uint8(policy.Allow), Scope: bpf.ScopeRule, HasFile: 1}
 	copy(ev.Comm[:], "sh")
 	copy(ev.Sid[:], "rootfs")
 	copy(ev.Path[:], "/bin/busybox")
 	emitEvent(t, r.events, &ev)
-	ev.Scope, ev.Action, ev.HasFile, ev.Hook = scopeOpDefault, uint8(policy.Deny), 0, 1
+	ev.Scope, ev.Action, ev.HasFile, ev.Hook = bpf.ScopeOpDefault, uint8(policy.Deny), 0, 1
 	emitEvent(t, r.events, &ev)
 
 	reader, err := r.Events(false)

@@ -7,13 +7,6 @@ import (
 	"github.com/bpfipe/bpfipe/bpf"
 )
 
-// Counter indices past the per-hook ones (IPE_COUNTER_* of bpf/ipe.h).
-const (
-	counterEventsDropped = NumHooks*2 + iota
-	counterNoPolicy
-	counterScratchBusy
-)
-
 // HookCounts are one hook's decisions since load, summed over CPUs.
 type HookCounts struct {
 	Hook  string `json:"hook"`
@@ -99,12 +92,12 @@ func (r *Running) Status() (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	for h := range NumHooks {
-		s.Hooks = append(s.Hooks, HookCounts{Hook: HookName(h), Deny: counts[h*2], Allow: counts[h*2+1]})
+	for h := range bpf.NumHooks {
+		s.Hooks = append(s.Hooks, HookCounts{Hook: bpf.HookName(uint8(h)), Deny: counts[h*2], Allow: counts[h*2+1]})
 	}
-	s.EventsDropped = at(counts, counterEventsDropped)
-	s.NoPolicy = at(counts, counterNoPolicy)
-	s.ScratchBusy = at(counts, counterScratchBusy)
+	s.EventsDropped = at(counts, bpf.CounterEventsDropped)
+	s.NoPolicy = at(counts, bpf.CounterNoPolicy)
+	s.ScratchBusy = at(counts, bpf.CounterScratchBusy)
 	var key bpf.DeviceKey
 	var value bpf.Device
 	it := r.devices.Iterate()

@@ -21,14 +21,14 @@ func DigestKey(d policy.Digest) (bpf.Digest, bool) {
 func encodeDigest(d policy.Digest) (bpf.Digest, string) {
 	var enc bpf.Digest
 	switch {
-	case len(d.Alg) > algLen:
+	case len(d.Alg) > bpf.AlgLen:
 		return enc, "digest algorithm name longer than 32 bytes"
 	case strings.IndexByte(d.Alg, 0) >= 0:
 		// The kernel compares algorithm names with strcmp, so a name
 		// with a NUL in it can never equal one; and NUL padding would
 		// make "a\x00" and "a" share a key.
 		return enc, "digest algorithm name contains a NUL byte"
-	case len(d.Bytes) > digestMax:
+	case len(d.Bytes) > bpf.DigestMax:
 		return enc, "digest longer than 64 bytes"
 	case len(d.Bytes) == 0:
 		// No kernel digest is empty, and Len 0 means "no digest".

@@ -74,7 +74,7 @@ func checkDigestZeroed(t *testing.T, what string, d bpf.Digest, used bool) {
 		}
 		return
 	}
-	if d.Len == 0 || d.Len > digestMax {
+	if d.Len == 0 || d.Len > bpf.DigestMax {
 		t.Errorf("%s digest length %d", what, d.Len)
 		return
 	}

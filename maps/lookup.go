@@ -24,7 +24,7 @@ func (t *Tables) Lookup(op policy.Op, subj policy.Subject, obs policy.Observabil
 	}
 
 	state := StateIndex(subj, obs)
-	best := NoVerdict
+	best := bpf.NoVerdict
 	consider := func(key bpf.RowKey) {
 		if row := t.row(key); row != nil && row.Verdict[state] < best {
 			best = row.Verdict[state]
@@ -42,10 +42,10 @@ func (t *Tables) Lookup(op policy.Op, subj policy.Subject, obs policy.Observabil
 	if hasDV && hasFV {
 		consider(bpf.RowKey{Kind: uint8(KindDVFV), Op: uint8(op), Dv: dv, Fv: fv})
 	}
-	if best != NoVerdict {
+	if best != bpf.NoVerdict {
 		return Verdict{Action: policy.Action(best & 1), Scope: policy.ScopeRule, RuleIndex: best >> 1}
 	}
-	if meta != nil && meta.Verdict[op] != NoVerdict {
+	if meta != nil && meta.Verdict[op] != bpf.NoVerdict {
 		return Verdict{Action: policy.Action(meta.Verdict[op]), Scope: policy.ScopeOpDefault}
 	}
 	return globalDefault(meta)
@@ -55,8 +55,8 @@ func (t *Tables) Lookup(op policy.Op, subj policy.Subject, obs policy.Observabil
 // for an op it does not know; Compile guarantees every nameable op has a
 // DEFAULT of some scope.
 func globalDefault(meta *bpf.Row) Verdict {
-	if meta != nil && meta.Verdict[MetaGlobalDefaultSlot] != NoVerdict {
-		return Verdict{Action: policy.Action(meta.Verdict[MetaGlobalDefaultSlot]), Scope: policy.ScopeGlobalDefault}
+	if meta != nil && meta.Verdict[bpf.MetaGlobalDefault] != bpf.NoVerdict {
+		return Verdict{Action: policy.Action(meta.Verdict[bpf.MetaGlobalDefault]), Scope: policy.ScopeGlobalDefault}
 	}
 	return Verdict{Action: policy.Allow, Scope: policy.ScopeGlobalDefault}
 }

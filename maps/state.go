@@ -1,6 +1,9 @@
 package maps
 
-import "github.com/bpfipe/bpfipe/policy"
+import (
+	"github.com/bpfipe/bpfipe/bpf"
+	"github.com/bpfipe/bpfipe/policy"
+)
 
 // StateIndex is the verdict slot of a file: each boolean property is
 // UNOBSERVABLE when the kernel cannot establish it, else TRUE or FALSE, and
@@ -13,14 +16,34 @@ func StateIndex(subj policy.Subject, obs policy.Observability) uint32 {
 	return bv + 3*dvSig + 9*fvSig
 }
 
+// ObservableBits encodes obs as the IPE_OBSERVE_* bits of the settings'
+// Observable. boot_verified has no bit: it is always observable.
+func ObservableBits(obs policy.Observability) uint32 {
+	var bits uint32
+	for _, b := range []struct {
+		on  bool
+		bit uint32
+	}{
+		{obs.DMVerityRootHash, bpf.ObserveDMVerityRootHash},
+		{obs.DMVeritySignature, bpf.ObserveDMVeritySignature},
+		{obs.FSVerityDigest, bpf.ObserveFSVerityDigest},
+		{obs.FSVeritySignature, bpf.ObserveFSVeritySignature},
+	} {
+		if b.on {
+			bits |= b.bit
+		}
+	}
+	return bits
+}
+
 func propState(observable, value bool) uint32 {
 	switch {
 	case !observable:
-		return propUnobservable
+		return bpf.PropUnobservable
 	case value:
-		return propTrue
+		return bpf.PropTrue
 	default:
-		return propFalse
+		return bpf.PropFalse
 	}
 }
 
@@ -35,7 +58,7 @@ var boolPropWeight = map[policy.PropKind]uint32{
 // the boolean property whose weight is weight is in state want.
 func statesWhere(weight, want uint32) uint32 {
 	var set uint32
-	for s := range uint32(NumStates) {
+	for s := range uint32(bpf.NumStates) {
 		if s/weight%3 == want {
 			set |= 1 << s
 		}
@@ -43,5 +66,5 @@ func statesWhere(weight, want uint32) uint32 {
 	return set
 }
 
-// allStates has one bit for each of the NumStates states.
-const allStates = 1<<NumStates - 1
+// allStates has one bit for each of the bpf.NumStates states.
+const allStates = 1<<bpf.NumStates - 1

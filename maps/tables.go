@@ -22,9 +22,9 @@ var ErrTooLarge = errors.New("policy too large for the kernel tables")
 // Limits as variables so tests can reach them without millions of rules.
 var (
 	maxRows = MaxRows
-	// A verdict is index<<1 | action and must stay below NoVerdict, so the
-	// largest index is the one whose ALLOW verdict is NoVerdict-1.
-	maxRuleIndex = int(NoVerdict>>1) - 1
+	// A verdict is index<<1 | action and must stay below bpf.NoVerdict, so the
+	// largest index is the one whose ALLOW verdict is bpf.NoVerdict-1.
+	maxRuleIndex = int(bpf.NoVerdict>>1) - 1
 )
 
 // Entry is one row of the policy's hash map.
@@ -86,14 +86,14 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 	if _, ok := t.addRow(metaKey()); !ok {
 		return nil, fmt.Errorf("compile policy: a row limit of %d leaves no room for the META row: %w", maxRows, ErrTooLarge)
 	}
-	t.Rows[0].Row.Verdict[MetaGenerationSlot] = generation
+	t.Rows[0].Row.Verdict[bpf.MetaGeneration] = generation
 	for _, op := range policy.Ops() {
 		if a := p.OpDefaults[op]; a != nil {
 			t.Rows[0].Row.Verdict[op] = uint32(*a)
 		}
 	}
 	if p.GlobalDefault != nil {
-		t.Rows[0].Row.Verdict[MetaGlobalDefaultSlot] = uint32(*p.GlobalDefault)
+		t.Rows[0].Row.Verdict[bpf.MetaGlobalDefault] = uint32(*p.GlobalDefault)
 	}
 
 	for i := range p.Rules {
@@ -115,8 +115,8 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 		verdicts := &t.Rows[row].Row.Verdict
 		// Rules come in index order, so the first verdict a state gets is
 		// already the smallest.
-		for s := range uint32(NumStates) {
-			if states&(1<<s) != 0 && verdicts[s] == NoVerdict {
+		for s := range uint32(bpf.NumStates) {
+			if states&(1<<s) != 0 && verdicts[s] == bpf.NoVerdict {
 				verdicts[s] = verdict
 			}
 		}
@@ -154,9 +154,9 @@ func compileRule(r *policy.Rule) (bpf.RowKey, uint32, string) {
 		switch prop.Kind {
 		case policy.PropBootVerified, policy.PropDMVeritySignature, policy.PropFSVeritySignature:
 			w := weightIndex(prop.Kind)
-			want := uint32(propFalse)
+			want := uint32(bpf.PropFalse)
 			if prop.Value {
-				want = propTrue
+				want = bpf.PropTrue
 			}
 			if boolRequired[w] != 0 && boolRequired[w] != want {
 				return bpf.RowKey{}, 0, fmt.Sprintf("%s is both TRUE and FALSE", prop.Kind)
@@ -221,7 +221,7 @@ func (t *Tables) addRow(key bpf.RowKey) (int, bool) {
 	}
 	e := Entry{Key: key}
 	for s := range e.Row.Verdict {
-		e.Row.Verdict[s] = NoVerdict
+		e.Row.Verdict[s] = bpf.NoVerdict
 	}
 	t.Rows = append(t.Rows, e)
 	t.index[key] = len(t.Rows) - 1

@@ -35,13 +35,13 @@ func everywhere(v uint32) func(_, _, _ uint32) uint32 {
 	return func(_, _, _ uint32) uint32 { return v }
 }
 
-// where is v in the states in selects and NoVerdict elsewhere.
+// where is v in the states in selects and bpf.NoVerdict elsewhere.
 func where(v uint32, in func(bv, dvSig, fvSig uint32) bool) func(_, _, _ uint32) uint32 {
 	return func(bv, dvSig, fvSig uint32) uint32 {
 		if in(bv, dvSig, fvSig) {
 			return v
 		}
-		return NoVerdict
+		return bpf.NoVerdict
 	}
 }
 
@@ -98,7 +98,7 @@ func TestCompile(t *testing.T) {
 			policy: newPolicy(action(deny),
 				rule(policy.OpExecute, allow, dvProp(hashA), boolProp(policy.PropDMVeritySignature, true))),
 			rows: []rowWant{{dvKey(policy.OpExecute, hashA),
-				where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == propTrue })}},
+				where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == bpf.PropTrue })}},
 			checks: []check{
 				{"signed on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(allow, 0)},
 				{"unsigned on A", policy.OpExecute, unsignedFileA, policy.AllObservable, global(deny)},
@@ -116,10 +116,10 @@ func TestCompile(t *testing.T) {
 				rule(policy.OpKmodule, deny, boolProp(policy.PropBootVerified, false)),
 				rule(policy.OpKmodule, allow)),
 			rows: []rowWant{
-				{baseKey(policy.OpExecute), where(0<<1|1, func(bv, _, _ uint32) bool { return bv == propTrue })},
+				{baseKey(policy.OpExecute), where(0<<1|1, func(bv, _, _ uint32) bool { return bv == bpf.PropTrue })},
 				// Rule 2 holds everywhere; rule 1 comes first where boot_verified is FALSE.
 				{baseKey(policy.OpKmodule), func(bv, _, _ uint32) uint32 {
-					if bv == propFalse {
+					if bv == bpf.PropFalse {
 						return 1<<1 | 0
 					}
 					return 2<<1 | 1
@@ -157,7 +157,7 @@ func TestCompile(t *testing.T) {
 				rule(policy.OpExecute, allow, dvProp(hashA), fvProp(fileF)),
 				rule(policy.OpExecute, allow, fvProp(fileF))),
 			rows: []rowWant{
-				{baseKey(policy.OpExecute), where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == propTrue })},
+				{baseKey(policy.OpExecute), where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == bpf.PropTrue })},
 				{dvKey(policy.OpExecute, hashA), everywhere(1<<1 | 0)},
 				{bpf.RowKey{Kind: uint8(KindDVFV), Dv: mustKey(hashA), Fv: mustKey(fileF)}, everywhere(2<<1 | 1)},
 				{bpf.RowKey{Kind: uint8(KindFV), Fv: mustKey(fileF)}, everywhere(3<<1 | 1)},
@@ -192,7 +192,7 @@ func TestCompile(t *testing.T) {
 			name: "FALSE forms hold with no file unless unobservable",
 			policy: newPolicy(action(allow),
 				rule(policy.OpExecute, deny, boolProp(policy.PropDMVeritySignature, false))),
-			rows: []rowWant{{baseKey(policy.OpExecute), where(0, func(_, dvSig, _ uint32) bool { return dvSig == propFalse })}},
+			rows: []rowWant{{baseKey(policy.OpExecute), where(0, func(_, dvSig, _ uint32) bool { return dvSig == bpf.PropFalse })}},
 			checks: []check{
 				{"anonymous memory", policy.OpExecute, noFile, policy.AllObservable, ruleVerdict(deny, 0)},
 				{"anonymous memory, signature unobservable", policy.OpExecute, noFile, policy.Observability{}, global(allow)},
@@ -260,7 +260,7 @@ func TestCompile(t *testing.T) {
 					t.Errorf("no row for kind %s op %d", RowKind(rw.key.Kind), rw.key.Op)
 					continue
 				}
-				for s := range uint32(NumStates) {
+				for s := range uint32(bpf.NumStates) {
 					want := rw.verdict(s%3, s/3%3, s/9)
 					if row.Verdict[s] != want {
 						t.Errorf("row %s op %d state %d: verdict %#x, want %#x", RowKind(rw.key.Kind), rw.key.Op, s, row.Verdict[s], want)
@@ -314,14 +314,14 @@ func TestMetaRow(t *testing.T) {
 	if len(tables.Rows) != 1 || tables.Rows[0].Key != (bpf.RowKey{}) {
 		t.Fatalf("rows %+v, want the META row alone with an all-zero key", tables.Rows)
 	}
-	want := [NumStates]uint32{}
+	want := [bpf.NumStates]uint32{}
 	for s := range want {
-		want[s] = NoVerdict
+		want[s] = bpf.NoVerdict
 	}
 	want[policy.OpExecute] = uint32(policy.Deny)
 	want[policy.OpKmodule] = uint32(policy.Allow)
-	want[MetaGlobalDefaultSlot] = uint32(policy.Deny)
-	want[MetaGenerationSlot] = 0xdeadbeef
+	want[bpf.MetaGlobalDefault] = uint32(policy.Deny)
+	want[bpf.MetaGeneration] = 0xdeadbeef
 	if got := tables.Rows[0].Row.Verdict; got != want {
 		t.Errorf("META row %#x, want %#x", got, want)
 	}
@@ -412,10 +412,10 @@ func TestLimits(t *testing.T) {
 }
 
 func TestMaxRuleIndexVerdictsStayBelowNoVerdict(t *testing.T) {
-	if highest := uint64(maxRuleIndex)<<1 | 1; highest >= uint64(NoVerdict) {
-		t.Errorf("an ALLOW verdict of rule %d is %#x, not below NoVerdict", maxRuleIndex, highest)
+	if highest := uint64(maxRuleIndex)<<1 | 1; highest >= uint64(bpf.NoVerdict) {
+		t.Errorf("an ALLOW verdict of rule %d is %#x, not below bpf.NoVerdict", maxRuleIndex, highest)
 	}
-	if next := uint64(maxRuleIndex+1)<<1 | 1; next < uint64(NoVerdict) {
+	if next := uint64(maxRuleIndex+1)<<1 | 1; next < uint64(bpf.NoVerdict) {
 		t.Errorf("the limit %d is lower than the encoding needs", maxRuleIndex)
 	}
 }
@@ -469,14 +469,14 @@ func TestStateIndex(t *testing.T) {
 		obs  policy.Observability
 		want uint32
 	}{
-		{"no file", noFile, policy.AllObservable, propFalse + 3*propFalse + 9*propFalse},
-		{"no file, signatures unobservable", noFile, policy.Observability{}, propFalse},
+		{"no file", noFile, policy.AllObservable, bpf.PropFalse + 3*bpf.PropFalse + 9*bpf.PropFalse},
+		{"no file, signatures unobservable", noFile, policy.Observability{}, bpf.PropFalse},
 		{"everything true", policy.Subject{HasFile: true, BootVerified: true, DMVeritySigned: true, FSVeritySigned: true},
-			policy.AllObservable, propTrue + 3*propTrue + 9*propTrue},
+			policy.AllObservable, bpf.PropTrue + 3*bpf.PropTrue + 9*bpf.PropTrue},
 		{"flags without a file count for nothing", policy.Subject{BootVerified: true, DMVeritySigned: true, FSVeritySigned: true},
-			policy.AllObservable, propFalse + 3*propFalse + 9*propFalse},
+			policy.AllObservable, bpf.PropFalse + 3*bpf.PropFalse + 9*bpf.PropFalse},
 		{"fs-verity signature unobservable", policy.Subject{HasFile: true, DMVeritySigned: true, FSVeritySigned: true},
-			policy.Observability{DMVeritySignature: true}, propFalse + 3*propTrue},
+			policy.Observability{DMVeritySignature: true}, bpf.PropFalse + 3*bpf.PropTrue},
 	}
 	for _, tc := range tests {
 		if got := StateIndex(tc.subj, tc.obs); got != tc.want {

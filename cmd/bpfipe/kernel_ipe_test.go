@@ -2,48 +2,19 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/smallstep/pkcs7"
 
+	"github.com/bpfipe/bpfipe/internal/testcert"
 	"github.com/bpfipe/bpfipe/kernelipe"
 )
 
-func writeKeyPair(t *testing.T) (certPath, keyPath string) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cli test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
-	return certPath, keyPath
-}
-
 func TestKernelIPESign(t *testing.T) {
-	certPath, keyPath := writeKeyPair(t)
+	certPath, keyPath := testcert.New(t, "cli test", nil).WritePEM(t, t.TempDir())
 	paths := writePolicyFiles(t, map[string]string{"p.pol": validPolicyText})
 	out := filepath.Join(t.TempDir(), "p.p7s")
 	_, stderr, code := runCLI(t, "kernel-ipe", "sign", "--key", keyPath, "--cert", certPath, "-o", out, paths["p.pol"])
@@ -83,7 +54,7 @@ func TestKernelIPESign(t *testing.T) {
 }
 
 func TestKernelIPEUsage(t *testing.T) {
-	certPath, keyPath := writeKeyPair(t)
+	certPath, keyPath := testcert.New(t, "cli test", nil).WritePEM(t, t.TempDir())
 	paths := writePolicyFiles(t, map[string]string{"p.pol": validPolicyText})
 	tests := []struct {
 		args []string

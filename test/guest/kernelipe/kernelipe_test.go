@@ -13,13 +13,9 @@ package kernelipe_test
 
 import (
 	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfipe/bpfipe/internal/testcert"
 	"github.com/bpfipe/bpfipe/kernelipe"
 )
 
@@ -188,21 +185,8 @@ func TestRefusals(t *testing.T) {
 
 func untrustedSigner(t *testing.T) signer {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "not enrolled"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signer{cert, key}
+	p := testcert.New(t, "not enrolled", nil)
+	return signer{p.Cert, p.Key}
 }
 
 // TestAuditRecords reads IPE's records of a load, an activation, a mode
