@@ -92,10 +92,8 @@ func start(p paths, opts Options) (_ *Loader, err error) {
 		return nil, err
 	}
 	defer unlock()
-	if loaded, err := p.loaded(); err != nil {
-		return nil, guardRefusal(err)
-	} else if loaded {
-		return nil, fmt.Errorf("%w: run bpfipe update to change its policy, or bpfipe unload first", ErrAlreadyLoaded)
+	if err := p.checkNotLoaded(); err != nil {
+		return nil, err
 	}
 	if err := mountBPFFS(filepath.Dir(p.pinDir)); err != nil {
 		return nil, err
@@ -131,6 +129,23 @@ func start(p paths, opts Options) (_ *Loader, err error) {
 	// in-kernel capture leave a resolver behind.
 	l.startResolverAfterLoad(opts)
 	return l, nil
+}
+
+// checkNotLoaded refuses to load over pins that are there, naming the
+// command to run; an interrupted unload is told apart from a running load
+// (interrupted.go). The caller holds the command lock.
+func (p paths) checkNotLoaded() error {
+	loaded, err := p.loaded()
+	if err != nil {
+		return guardRefusal(err)
+	}
+	if !loaded {
+		return nil
+	}
+	if _, err := p.settleLocked(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: run bpfipe update to change its policy, or bpfipe unload first", ErrAlreadyLoaded)
 }
 
 // install loads spec, fills its maps, attaches its programs and publishes
@@ -243,7 +258,8 @@ func (l *Loader) install(spec *ebpf.CollectionSpec, opts Options) (err error) {
 	if err := l.publish(); err != nil {
 		return err
 	}
-	if l.Running, err = openRunning(l.paths); err != nil {
+	// Under the command lock, and just published whole: nothing to settle.
+	if l.Running, err = openPinned(l.paths); err != nil {
 		// Published but unreadable: take it down again rather than leave
 		// enforcement no command can reach. Closing l detaches the rest.
 		takeDown(l.paths.pinDir)

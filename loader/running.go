@@ -38,7 +38,17 @@ func Open() (*Running, error) {
 	return r, guardRefusal(err) // guard.go
 }
 
-func openRunning(p paths) (_ *Running, err error) {
+// openRunning settles what a killed command left (interrupted.go), then
+// opens the pins; the caller must not hold the command lock.
+func openRunning(p paths) (*Running, error) {
+	if err := p.settle(); err != nil {
+		return nil, err
+	}
+	return openPinned(p)
+}
+
+// openPinned opens the pins as they are.
+func openPinned(p paths) (_ *Running, err error) {
 	r := &Running{paths: p}
 	defer func() {
 		if err != nil {
@@ -175,6 +185,10 @@ func (r *Running) Update(f *PolicyFile, warn func(string)) (old, next ActivePoli
 		return old, next, err
 	}
 	defer unlock()
+	live, err := r.paths.settleLocked() // interrupted.go
+	if err != nil {
+		return old, next, err
+	}
 	st, err := readState(r.paths)
 	if err != nil {
 		return old, next, err
@@ -189,7 +203,9 @@ func (r *Running) Update(f *PolicyFile, warn func(string)) (old, next ActivePoli
 	for _, w := range Unobservable(f.Policy, st.observability()) {
 		warn(w)
 	}
-	generation := st.Active.Generation + 1
+	// Past the rows in force too: a generation must name one policy only,
+	// as events and their rendering rely on.
+	generation := max(st.Active.Generation, live) + 1
 	tables, err := maps.Compile(f.Policy, generation)
 	if err != nil {
 		return old, next, err
