@@ -46,6 +46,7 @@ demo: deps build
 # test is the whole suite: unit tests, the BPF decision logic through
 # BPF_PROG_TEST_RUN, and the VM tests on debian-6.1 and debian-6.12.
 test: deps lint check-generated kernels
+	$(MAKE) fuzz
 	$(GO) test -count=1 -timeout 60m ./...
 
 # kernels downloads (or refreshes) the stock kernels the VM tests boot, so a
@@ -68,15 +69,35 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench:
-	$(GO) test -run=NONE -bench=. -benchmem ./policy/ ./maps/
+# bench runs the host micro-benchmarks (parse, compile, lookup), then the
+# enforcement benchmark in a guest per stock kernel: exec and mmap under no
+# enforcement, bpfipe, in-tree IPE and fapolicyd, policy load times, kernel
+# memory, event throughput (test/bench, docs/benchmarks.md). About 10
+# minutes; BPFIPE_BENCH_SMOKE=1 measures briefly, BENCH_OUT=FILE keeps the
+# tables.
+bench: deps
+	$(GO) test -run=NONE -bench=. -benchmem $(if $(BPFIPE_BENCH_SMOKE),-benchtime=1x) ./policy/ ./maps/
+	$(GO) run ./test/bench/run $(if $(BENCH_OUT),--out $(BENCH_OUT))
+
+# fuzz runs every fuzz target of a parser of untrusted bytes (policies,
+# PKCS#7 blobs, device-mapper results and tables, uevents, audit records) for
+# FUZZTIME each; the seeds also run as plain tests in every `go test`.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = ./policy/:FuzzParse ./loader/:FuzzDecodePolicy \
+	./loader/dm/:FuzzParseVerityTable ./loader/dm/:FuzzParseResults \
+	./loader/blockdev/:FuzzParseUevent ./kernelipe/:FuzzParseMessage ./kernelipe/:FuzzParseLine
 
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=30s ./policy/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run=NONE -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run=NONE -fuzz="^$$fn\$$" -fuzztime=1x $$pkg; exit 1; }; \
+	done
 
 # compare plays the scenario suite under in-tree IPE and under bpfipe in one
 # debian-6.12 guest and prints the side-by-side tables; it fails on any
-# disagreement other than the documented differences.
+# disagreement, and on any difference a scenario declares that does not
+# happen (docs/compare.md).
 compare: deps
 	$(GO) test -count=1 -v -run 'TestCompareWithInTreeIPE|TestParserFidelity' ./test/compare/
 
