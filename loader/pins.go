@@ -233,26 +233,37 @@ func mountBPFFS(dir string) error {
 	return nil
 }
 
-// newStateMap stores s in a new one-entry array map, frozen so nothing can
-// change it behind the loader's back: an update makes a new one.
+// stateChunk is the size of one state map value: the encoded state is cut
+// into as many as it needs.
+const stateChunk = 1 << 20
+
+// newStateMap stores s in a new array map, one stateChunk-sized piece per
+// entry, frozen so nothing can change it behind the loader's back: an update
+// makes a new one.
 func newStateMap(s *State) (*ebpf.Map, error) {
 	blob, err := encodeState(s)
 	if err != nil {
 		return nil, err
 	}
+	chunk := min(len(blob), stateChunk)
+	entries := (len(blob) + chunk - 1) / chunk
+	padded := make([]byte, entries*chunk)
+	copy(padded, blob)
 	m, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "bpfipe_state",
 		Type:       ebpf.Array,
 		KeySize:    4,
-		ValueSize:  uint32(len(blob)),
-		MaxEntries: 1,
+		ValueSize:  uint32(chunk),
+		MaxEntries: uint32(entries),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create state map: %w", err)
 	}
-	if err := m.Put(uint32(0), blob); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("write state map: %w", err)
+	for i := range entries {
+		if err := m.Put(uint32(i), padded[i*chunk:(i+1)*chunk]); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("write state map: %w", err)
+		}
 	}
 	if err := m.Freeze(); err != nil {
 		m.Close()
@@ -261,11 +272,15 @@ func newStateMap(s *State) (*ebpf.Map, error) {
 	return m, nil
 }
 
-// readStateMap decodes the state a state map holds.
+// readStateMap decodes the state a state map holds, joining its entries.
 func readStateMap(m *ebpf.Map) (*State, error) {
-	blob, err := m.LookupBytes(uint32(0))
-	if err != nil {
-		return nil, fmt.Errorf("read state map: %w", err)
+	blob := make([]byte, 0, int(m.MaxEntries())*int(m.ValueSize()))
+	for i := range m.MaxEntries() {
+		piece, err := m.LookupBytes(i)
+		if err != nil {
+			return nil, fmt.Errorf("read state map: %w", err)
+		}
+		blob = append(blob, piece...)
 	}
 	return decodeState(blob)
 }

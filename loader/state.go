@@ -117,9 +117,12 @@ func parseVersion(s string) (policy.Version, error) {
 // sized to the blob, so the length says where the JSON ends.
 const stateHeaderLen = 4
 
-// maxStateBlob keeps the blob within what an array map value may hold
-// (KMALLOC_MAX_SIZE on x86_64 is 4 MiB).
-const maxStateBlob = 4<<20 - 4096
+// maxStateBlob bounds the encoded state. It is spread over the entries of
+// the state map (stateChunk bytes each, since one array map value may hold
+// at most KMALLOC_MAX_SIZE, 4 MiB on x86_64), so the bound only keeps a
+// runaway policy from taking unbounded kernel memory: 1<<20 rules, the
+// compiler's row limit, take about 120 MiB of text.
+var maxStateBlob = 256 << 20
 
 var errStateCorrupt = errors.New("state corrupt")
 
@@ -132,7 +135,7 @@ func encodeState(s *State) ([]byte, error) {
 	}
 	size := stateHeaderLen + len(body)
 	if size > maxStateBlob {
-		return nil, fmt.Errorf("encode state: %d bytes exceed the %d a map value may hold; the policy text is too large", size, maxStateBlob)
+		return nil, fmt.Errorf("encode state: %d bytes exceed the %d bpfipe keeps; the policy text is too large", size, maxStateBlob)
 	}
 	// Array map values are 8-byte aligned in the kernel anyway.
 	blob := make([]byte, (size+7)&^7)

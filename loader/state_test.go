@@ -79,10 +79,35 @@ func TestDecodeStateRejectsDamage(t *testing.T) {
 }
 
 func TestEncodeStateRefusesOversizedPolicy(t *testing.T) {
+	defer func(saved int) { maxStateBlob = saved }(maxStateBlob)
+	maxStateBlob = 1 << 20
 	s := sampleState()
 	s.Active.Text = strings.Repeat("x", maxStateBlob)
 	if _, err := encodeState(s); err == nil {
-		t.Fatal("a state larger than a map value may be was encoded")
+		t.Fatal("a state larger than bpfipe keeps was encoded")
+	}
+}
+
+// A policy of 100,000 rules is about 11 MiB of text, more than one map
+// value may hold: the state map spreads it over several entries.
+func TestStateMapHoldsPolicyLargerThanOneMapValue(t *testing.T) {
+	privateBPFFS(t) // skips without the privileges to create maps
+	s := sampleState()
+	s.Active.Text = strings.Repeat("op=EXECUTE dmverity_roothash=sha256:00 action=ALLOW\n", 200_000)
+	m, err := newStateMap(s)
+	if err != nil {
+		t.Fatalf("store state of %d bytes of policy text: %v", len(s.Active.Text), err)
+	}
+	defer m.Close()
+	if m.MaxEntries() < 2 {
+		t.Fatalf("state of %d bytes fits %d entry", len(s.Active.Text), m.MaxEntries())
+	}
+	got, err := readStateMap(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Active.Text != s.Active.Text || got.Active.Name != s.Active.Name {
+		t.Errorf("state read back differs: %d bytes of text, want %d", len(got.Active.Text), len(s.Active.Text))
 	}
 }
 
