@@ -2,6 +2,8 @@
 # (exactly what CI runs). Targets install what they need on Debian/Ubuntu
 # when run as root; otherwise `make deps` prints the command.
 
+# Go from the official tarball lives in /usr/local/go; find it there too.
+export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 CLANG     ?= clang-19
 GOFLAGS   ?=
