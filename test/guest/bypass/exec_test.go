@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // runs checks that an exec started and exited 0.

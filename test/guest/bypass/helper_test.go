@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // helperEnv makes the test binary run one helper instead of its tests.

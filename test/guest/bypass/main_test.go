@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // fixturesEnv names the initramfs directory where the host put the

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // insertModule loads a kernel module from a file, as insmod does.

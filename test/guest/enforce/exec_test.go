@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // probe is one exec a rule-kind case makes and the decision it expects.
@@ -138,12 +140,12 @@ DEFAULT action=DENY`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tmpBusybox := copyToTmp(t, busybox, "busybox")
-			c := initramfsCLI(t)
+			tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
+			c := guestcli.Initramfs(t)
 			if tc.denyInitramfs {
 				c = tmpCLI(t)
 			}
-			c.load(t, tc.policy, "--success-audit")
+			loadWith(t, c, tc.policy, "--success-audit")
 			var wants []wantRecord
 			for _, p := range tc.probes {
 				target := busybox
@@ -151,7 +153,7 @@ DEFAULT action=DENY`,
 					target = tmpBusybox
 				}
 				got := busyboxTrue(t, target)
-				want := wantRecord{hook: hookBprm, path: target, rule: p.rule, enforcing: true, pid: got.pid}
+				want := wantRecord{hook: hookBprm, path: target, rule: p.rule, enforcing: true, pid: got.PID}
 				if p.allow {
 					want.action = actionAllow
 					expectExec(t, target, got, 0)
@@ -161,7 +163,7 @@ DEFAULT action=DENY`,
 				}
 				wants = append(wants, want)
 			}
-			records := c.events(t)
+			records := c.Events(t)
 			for _, w := range wants {
 				expectOne(t, records, w)
 			}
@@ -174,10 +176,10 @@ DEFAULT action=DENY`,
 // enforced, and only refused while enforcing.
 func TestPermissive(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	load(t, bootVerifiedOnly("permissive", "0.0.1"), "--permissive")
-	if s := c.mustStatus(t); s.Enforcing {
+	if s := c.MustStatus(t); s.Enforcing {
 		t.Errorf("status after load --permissive says enforcing")
 	}
 
@@ -189,9 +191,9 @@ func TestPermissive(t *testing.T) {
 		} else {
 			expectExec(t, name, got, 0)
 		}
-		want := wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: enforcing, pid: got.pid}
-		expectOne(t, c.events(t), want)
-		if s := c.mustStatus(t); s.Enforcing != enforcing {
+		want := wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: enforcing, pid: got.PID}
+		expectOne(t, c.Events(t), want)
+		if s := c.MustStatus(t); s.Enforcing != enforcing {
 			t.Errorf("%s: status says enforcing=%t", name, s.Enforcing)
 		}
 	}
@@ -205,11 +207,11 @@ func TestPermissive(t *testing.T) {
 	} else {
 		unmap(t, mem)
 	}
-	expectOne(t, c.events(t), wantRecord{hook: hookMmap, action: actionDeny, rule: ruleGlobalDeny, enforcing: false})
+	expectOne(t, c.Events(t), wantRecord{hook: hookMmap, action: actionDeny, rule: ruleGlobalDeny, enforcing: false})
 
-	c.must(t, "enforce", "on")
+	c.Must(t, "enforce", "on")
 	step("after enforce on", true)
-	c.must(t, "enforce", "off")
+	c.Must(t, "enforce", "off")
 	step("after enforce off", false)
 }
 
@@ -217,28 +219,28 @@ func TestPermissive(t *testing.T) {
 // success auditing is on.
 func TestSuccessAudit(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
+	c := guestcli.Initramfs(t)
 	load(t, bootVerifiedOnly("success_audit", "0.0.1"))
 
 	got := busyboxTrue(t, busybox)
 	expectExec(t, "success audit off at load", got, 0)
-	if recs := about(c.events(t), hookBprm, busybox); len(recs) != 0 {
+	if recs := guestcli.About(c.Events(t), hookBprm, busybox); len(recs) != 0 {
 		t.Errorf("success audit off: allowed exec was reported: %v", recs)
 	}
 
-	c.must(t, "success-audit", "on")
-	if s := c.mustStatus(t); !s.SuccessAudit {
+	c.Must(t, "success-audit", "on")
+	if s := c.MustStatus(t); !s.SuccessAudit {
 		t.Errorf("status after success-audit on says it is off")
 	}
 	cmd := exec.Command(busybox, "true")
-	got = run(t, cmd)
+	got = guestcli.Start(t, cmd)
 	expectExec(t, "success audit on", got, 0)
-	expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: busybox, action: actionAllow, rule: ruleBootTrueAllow, enforcing: true, pid: got.pid})
+	expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: busybox, action: actionAllow, rule: ruleBootTrueAllow, enforcing: true, pid: got.PID})
 
-	c.must(t, "success-audit", "off")
+	c.Must(t, "success-audit", "off")
 	got = busyboxTrue(t, busybox)
 	expectExec(t, "success audit switched off", got, 0)
-	if recs := about(c.events(t), hookBprm, busybox); len(recs) != 0 {
+	if recs := guestcli.About(c.Events(t), hookBprm, busybox); len(recs) != 0 {
 		t.Errorf("success audit switched off: allowed exec was reported: %v", recs)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,7 +115,7 @@ func execveatEmptyPath(fd int, argv, env []string) error {
 // helperRun is one run of a helper: how it ended, the memfd's inode and
 // the errno its exec returned, if any.
 type helperRun struct {
-	execResult
+	guestcli.Exec
 	ino uint64
 	// execErrno is the errno name the helper's exec returned; empty when
 	// the exec succeeded.
@@ -132,9 +133,9 @@ func runMemfdHelper(t *testing.T, mode, name string, argv ...string) helperRun {
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	res := helperRun{execResult: run(t, cmd)}
-	if res.execResult.errno != 0 {
-		t.Fatalf("start helper %s: %v", mode, res.execResult.errno)
+	res := helperRun{Exec: guestcli.Start(t, cmd)}
+	if res.Exec.Errno != 0 {
+		t.Fatalf("start helper %s: %v", mode, res.Exec.Errno)
 	}
 	res.out = out.String()
 	for _, line := range strings.Split(res.out, "\n") {
@@ -148,7 +149,7 @@ func runMemfdHelper(t *testing.T, mode, name string, argv ...string) helperRun {
 		}
 	}
 	if res.ino == 0 {
-		t.Fatalf("helper %s printed no inode: %q (exit %d)", mode, res.out, res.code)
+		t.Fatalf("helper %s printed no inode: %q (exit %d)", mode, res.out, res.Code)
 	}
 	return res
 }

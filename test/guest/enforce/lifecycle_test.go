@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
@@ -77,11 +78,11 @@ func expectNoLSMPrograms(t *testing.T, when string) {
 
 // expectNotLoaded checks that bpfipe finds nothing to act on and that
 // nothing of it is pinned or loaded.
-func expectNotLoaded(t *testing.T, c cli, when string) {
+func expectNotLoaded(t *testing.T, c guestcli.CLI, when string) {
 	t.Helper()
-	s, res := c.status(t)
-	if res.code != exitNotLoaded || s.Loaded {
-		t.Errorf("%s: bpfipe status: %s, want exit %d and loaded=false", when, res, exitNotLoaded)
+	s, res := c.Status(t)
+	if res.Code != guestcli.ExitNotLoaded || s.Loaded {
+		t.Errorf("%s: bpfipe status: %s, want exit %d and loaded=false", when, res, guestcli.ExitNotLoaded)
 	}
 	if entries, err := os.ReadDir("/sys/fs/bpf"); err != nil {
 		t.Errorf("%s: read /sys/fs/bpf: %v", when, err)
@@ -101,20 +102,20 @@ func expectNotLoaded(t *testing.T, c cli, when string) {
 // nothing pinned or loaded.
 func TestPinnedSurvivesLoaderExit(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	expectNotLoaded(t, c, "before load")
 	load(t, bootVerifiedOnly("pinned", "1.2.3"))
 
 	// load --pin has returned, so the loader has exited.
-	s := c.mustStatus(t)
+	s := c.MustStatus(t)
 	if s.Policy != "pinned" || s.Version != "1.2.3" || s.Generation != 1 || !s.Enforcing || s.Foreground != 0 || s.Scope != "system" {
 		t.Errorf("status %+v, want policy pinned 1.2.3, generation 1, enforcing, no foreground loader, system-wide", s)
 	}
 	expectExec(t, "pinned, no loader process", busyboxTrue(t, tmpBusybox), syscall.EACCES)
-	expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
+	expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
 
-	c.must(t, "unload")
+	c.Must(t, "unload")
 	// Nothing of bpfipe may outlive a finished unload, its tamper guard
 	// included: checked at once, before any grace period could pass.
 	if _, refused := lsmPrograms(t); refused > 0 {
@@ -128,8 +129,8 @@ func TestPinnedSurvivesLoaderExit(t *testing.T) {
 		unmap(t, mem)
 	}
 	expectNotLoaded(t, c, "after unload")
-	if res := c.run(t, "events", "--json"); res.code != exitNotLoaded {
-		t.Errorf("bpfipe events after unload: %s, want exit %d", res, exitNotLoaded)
+	if res := c.Run(t, "events", "--json"); res.Code != guestcli.ExitNotLoaded {
+		t.Errorf("bpfipe events after unload: %s, want exit %d", res, guestcli.ExitNotLoaded)
 	}
 }
 
@@ -137,11 +138,11 @@ func TestPinnedSurvivesLoaderExit(t *testing.T) {
 // the per-hook counters grew by exactly that many.
 func TestStatusCounters(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	load(t, bootVerifiedOnly("counters", "0.0.1"))
 
-	before := c.mustStatus(t)
+	before := c.MustStatus(t)
 	const denied, allowed, deniedMmaps = 3, 2, 2
 	for range denied {
 		expectExec(t, "tmp copy", busyboxTrue(t, tmpBusybox), syscall.EACCES)
@@ -163,14 +164,14 @@ func TestStatusCounters(t *testing.T) {
 		t.Errorf("mprotect of anonymous memory to RWX was allowed")
 	}
 	unmap(t, mem)
-	after := c.mustStatus(t)
+	after := c.MustStatus(t)
 
 	if after.Policy != "counters" || after.Version != "0.0.1" {
 		t.Errorf("status names policy %q version %q, want counters 0.0.1", after.Policy, after.Version)
 	}
 	delta := func(hook string) (allow, deny uint64) {
-		a0, d0 := before.counts(t, hook)
-		a1, d1 := after.counts(t, hook)
+		a0, d0 := counts(t, before, hook)
+		a1, d1 := counts(t, after, hook)
 		return a1 - a0, d1 - d0
 	}
 	// The exec of the second bpfipe status is an allowed BPRM_CHECK too.
@@ -193,8 +194,8 @@ func TestStatusCounters(t *testing.T) {
 // nothing; an accepted one takes effect at once.
 func TestUpdateRules(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	load(t, bootVerifiedOnly("upd", "1.0.0"))
 
 	for _, tc := range []struct {
@@ -207,24 +208,24 @@ func TestUpdateRules(t *testing.T) {
 		{"greater minor, smaller major", "policy_name=upd policy_version=0.65535.65535\nDEFAULT action=ALLOW\n", "ESTALE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := c.run(t, "update", writePolicy(t, tc.policy))
-			if res.code == 0 || !strings.Contains(res.stderr, tc.errno) {
+			res := c.Run(t, "update", guestcli.WritePolicy(t, tc.policy))
+			if res.Code == 0 || !strings.Contains(res.Stderr, tc.errno) {
 				t.Errorf("update: %s, want a failure naming %s", res, tc.errno)
 			}
-			if s := c.mustStatus(t); s.Policy != "upd" || s.Version != "1.0.0" || s.Generation != 1 {
+			if s := c.MustStatus(t); s.Policy != "upd" || s.Version != "1.0.0" || s.Generation != 1 {
 				t.Errorf("after a refused update: policy %q version %q generation %d, want upd 1.0.0 generation 1", s.Policy, s.Version, s.Generation)
 			}
 			expectExec(t, "after a refused update", busyboxTrue(t, tmpBusybox), syscall.EACCES)
-			expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
+			expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
 		})
 	}
 
-	c.must(t, "update", writePolicy(t, "policy_name=upd policy_version=1.0.1\nDEFAULT action=ALLOW\n"))
-	if s := c.mustStatus(t); s.Policy != "upd" || s.Version != "1.0.1" || s.Generation != 2 {
+	c.Must(t, "update", guestcli.WritePolicy(t, "policy_name=upd policy_version=1.0.1\nDEFAULT action=ALLOW\n"))
+	if s := c.MustStatus(t); s.Policy != "upd" || s.Version != "1.0.1" || s.Generation != 2 {
 		t.Errorf("after the update: policy %q version %q generation %d, want upd 1.0.1 generation 2", s.Policy, s.Version, s.Generation)
 	}
 	expectExec(t, "after the update to DEFAULT action=ALLOW", busyboxTrue(t, tmpBusybox), 0)
-	if recs := c.events(t); len(recs) != 0 {
+	if recs := c.Events(t); len(recs) != 0 {
 		t.Errorf("after the update to DEFAULT action=ALLOW: denials %v", recs)
 	}
 }
@@ -267,14 +268,14 @@ func TestUpdateUnderExecLoop(t *testing.T) {
 		perGeneration = 10
 		maxExecs      = 500
 	)
-	c := initramfsCLI(t)
+	c := guestcli.Initramfs(t)
 	script := filepath.Join(t.TempDir(), "script")
 	if err := os.WriteFile(script, []byte("#!"+busybox+" true\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	text, _, _ := loopPolicy(1)
 	load(t, text, "--success-audit")
-	before := c.mustStatus(t)
+	before := c.MustStatus(t)
 
 	done := make(chan struct{})
 	outcome := make(chan execOutcome, 1)
@@ -313,29 +314,29 @@ func TestUpdateUnderExecLoop(t *testing.T) {
 		}
 	}
 
-	var records []accessRecord
+	var records []guestcli.Record
 	bpfipeRuns := 0 // execs of bpfipe after before was read, all allowed
 	for gen := 2; gen <= updates+1; gen++ {
 		waitForExecs()
 		text, _, _ := loopPolicy(gen)
-		res := c.run(t, "update", writePolicy(t, text))
+		res := c.Run(t, "update", guestcli.WritePolicy(t, text))
 		bpfipeRuns++
-		if res.code != 0 {
+		if res.Code != 0 {
 			close(done)
 			<-outcome
 			t.Fatalf("update to generation %d: %s", gen, res)
 		}
 		// Drain after every update: a reader renders the rules of the
 		// active and the previous policy only.
-		records = append(records, c.events(t)...)
+		records = append(records, c.Events(t)...)
 		bpfipeRuns++
 	}
 	waitForExecs()
 	close(done)
 	o := <-outcome
-	records = append(records, c.events(t)...)
+	records = append(records, c.Events(t)...)
 	bpfipeRuns++
-	after := c.mustStatus(t)
+	after := c.MustStatus(t)
 	bpfipeRuns++
 
 	t.Logf("%d execs allowed, %d denied across %d generations", o.allowed, o.denied, updates+1)
@@ -349,7 +350,7 @@ func TestUpdateUnderExecLoop(t *testing.T) {
 		t.Errorf("status after the updates: version %q generation %d, want 0.0.%d generation %d", after.Version, after.Generation, updates+1, updates+1)
 	}
 
-	scriptRecords := about(records, hookBprm, script)
+	scriptRecords := guestcli.About(records, hookBprm, script)
 	var allowRecords, denyRecords int
 	perGen := map[uint32]int{}
 	for _, r := range scriptRecords {
@@ -375,7 +376,7 @@ func TestUpdateUnderExecLoop(t *testing.T) {
 	if allowRecords != o.allowed || denyRecords != o.denied {
 		t.Errorf("records of the script: %d ALLOW, %d DENY; execs: %d allowed, %d denied", allowRecords, denyRecords, o.allowed, o.denied)
 	}
-	interpreter := about(records, hookBprm, busybox)
+	interpreter := guestcli.About(records, hookBprm, busybox)
 	if len(interpreter) != o.allowed {
 		t.Errorf("%d records of the interpreter, want one per allowed exec (%d)", len(interpreter), o.allowed)
 	}
@@ -383,8 +384,8 @@ func TestUpdateUnderExecLoop(t *testing.T) {
 		checkRecord(t, r, wantRecord{hook: hookBprm, path: busybox, action: actionAllow, rule: ruleGlobalAllow, enforcing: true, generation: r.Generation})
 	}
 
-	a0, d0 := before.counts(t, hookBprm)
-	a1, d1 := after.counts(t, hookBprm)
+	a0, d0 := counts(t, before, hookBprm)
+	a1, d1 := counts(t, after, hookBprm)
 	// An allowed exec is two allowed checks: the script, then its
 	// interpreter.
 	if wantAllow := uint64(2*o.allowed + bpfipeRuns); a1-a0 != wantAllow || d1-d0 != uint64(o.denied) {
@@ -400,8 +401,8 @@ func TestUpdateUnderExecLoop(t *testing.T) {
 // it is decided, one outside is not evaluated at all.
 func TestCgroupScope(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	const cgroupName = "bpfipe-enforce-test"
 	cgroup := filepath.Join("/sys/fs/cgroup", cgroupName)
 	if err := os.Mkdir(cgroup, 0o755); err != nil {
@@ -414,7 +415,7 @@ func TestCgroupScope(t *testing.T) {
 		}
 	})
 	load(t, bootVerifiedOnly("cgroup", "0.0.1"), "--success-audit", "--cgroup", cgroup)
-	if s := c.mustStatus(t); s.Scope != cgroup {
+	if s := c.MustStatus(t); s.Scope != cgroup {
 		t.Errorf("status scope %q, want %q", s.Scope, cgroup)
 	}
 	dir, err := os.Open(cgroup)
@@ -428,23 +429,23 @@ func TestCgroupScope(t *testing.T) {
 		return cmd
 	}
 
-	expectExec(t, "tmp copy in the cgroup", run(t, inCgroup(tmpBusybox, "true")), syscall.EACCES)
+	expectExec(t, "tmp copy in the cgroup", guestcli.Start(t, inCgroup(tmpBusybox, "true")), syscall.EACCES)
 	cat := inCgroup(busybox, "cat", "/proc/self/cgroup")
 	var out bytes.Buffer
 	cat.Stdout = &out
-	inside := run(t, cat)
+	inside := guestcli.Start(t, cat)
 	expectExec(t, "initramfs busybox in the cgroup", inside, 0)
 	if want := "0::/" + cgroupName + "\n"; out.String() != want {
 		t.Errorf("the process started in the cgroup is in %q, want %q", out.String(), want)
 	}
 	expectExec(t, "tmp copy outside the cgroup", busyboxTrue(t, tmpBusybox), 0)
 
-	records := c.events(t)
+	records := c.Events(t)
 	expectOne(t, records, wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
-	expectOne(t, records, wantRecord{hook: hookBprm, path: busybox, action: actionAllow, rule: ruleBootTrueAllow, enforcing: true, pid: inside.pid})
+	expectOne(t, records, wantRecord{hook: hookBprm, path: busybox, action: actionAllow, rule: ruleBootTrueAllow, enforcing: true, pid: inside.PID})
 	// bpfipe runs outside the cgroup: with success auditing on, a decision
 	// about it would be reported.
-	if recs := about(records, hookBprm, c.path); len(recs) != 0 {
+	if recs := guestcli.About(records, hookBprm, c.Path); len(recs) != 0 {
 		t.Errorf("execs outside the cgroup were evaluated: %v", recs)
 	}
 }
@@ -453,8 +454,8 @@ func TestCgroupScope(t *testing.T) {
 // parse error and leaves nothing loaded.
 func TestBadInputLeavesNoState(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	for _, tc := range []struct {
 		name, policy, errno string
 	}{
@@ -464,21 +465,21 @@ func TestBadInputLeavesNoState(t *testing.T) {
 		{"unknown property", "policy_name=bad policy_version=0.0.1\nop=EXECUTE trusted=TRUE action=DENY\nDEFAULT action=DENY\n", "EBADMSG"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			file := writePolicy(t, tc.policy)
-			res := c.run(t, "load", "--pin", file)
-			if res.code == 0 {
+			file := guestcli.WritePolicy(t, tc.policy)
+			res := c.Run(t, "load", "--pin", file)
+			if res.Code == 0 {
 				t.Cleanup(func() { unloadAfter(t) })
 				t.Fatalf("load of an invalid policy succeeded: %s", res)
 			}
-			if !strings.Contains(res.stderr, tc.errno) || !strings.Contains(res.stderr, file) {
+			if !strings.Contains(res.Stderr, tc.errno) || !strings.Contains(res.Stderr, file) {
 				t.Errorf("load: %s, want the parse error naming %s and the file", res, tc.errno)
 			}
 			expectNotLoaded(t, c, "after a failed load")
 			expectExec(t, "after a failed load", busyboxTrue(t, tmpBusybox), 0)
 		})
 	}
-	if res := c.run(t, "update", writePolicy(t, bootVerifiedOnly("nothing", "0.0.1"))); res.code != exitNotLoaded {
-		t.Errorf("update with nothing loaded: %s, want exit %d", res, exitNotLoaded)
+	if res := c.Run(t, "update", guestcli.WritePolicy(t, bootVerifiedOnly("nothing", "0.0.1"))); res.Code != guestcli.ExitNotLoaded {
+		t.Errorf("update with nothing loaded: %s, want exit %d", res, guestcli.ExitNotLoaded)
 	}
 }
 
@@ -486,17 +487,17 @@ func TestBadInputLeavesNoState(t *testing.T) {
 // policy, with its mode, stays in force.
 func TestLoadWhileLoaded(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	tmpBusybox := copyToTmp(t, busybox, "busybox")
+	c := guestcli.Initramfs(t)
+	tmpBusybox := guestcli.CopyToTmp(t, busybox, "busybox")
 	load(t, bootVerifiedOnly("first", "0.0.1"))
 
-	res := c.run(t, "load", "--pin", "--permissive", writePolicy(t, "policy_name=second policy_version=0.0.1\nDEFAULT action=ALLOW\n"))
-	if res.code != exitAlreadyLoaded || !strings.Contains(res.stderr, "already loaded") {
-		t.Errorf("second load: %s, want exit %d saying it is already loaded", res, exitAlreadyLoaded)
+	res := c.Run(t, "load", "--pin", "--permissive", guestcli.WritePolicy(t, "policy_name=second policy_version=0.0.1\nDEFAULT action=ALLOW\n"))
+	if res.Code != guestcli.ExitAlreadyLoaded || !strings.Contains(res.Stderr, "already loaded") {
+		t.Errorf("second load: %s, want exit %d saying it is already loaded", res, guestcli.ExitAlreadyLoaded)
 	}
-	if s := c.mustStatus(t); s.Policy != "first" || s.Generation != 1 || !s.Enforcing {
+	if s := c.MustStatus(t); s.Policy != "first" || s.Generation != 1 || !s.Enforcing {
 		t.Errorf("after the second load: policy %q generation %d enforcing %t, want first, 1, enforcing", s.Policy, s.Generation, s.Enforcing)
 	}
 	expectExec(t, "after the second load", busyboxTrue(t, tmpBusybox), syscall.EACCES)
-	expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
+	expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: tmpBusybox, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
 }

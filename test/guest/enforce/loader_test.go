@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // TestDynamicLoader runs a dynamically linked program through ld.so, as
@@ -24,38 +26,38 @@ func TestDynamicLoader(t *testing.T) {
 			t.Fatalf("the host did not add what this test needs: %v", err)
 		}
 	}
-	c := initramfsCLI(t)
-	untrusted := copyToTmp(t, program, "untrusted")
+	c := guestcli.Initramfs(t)
+	untrusted := guestcli.CopyToTmp(t, program, "untrusted")
 	load(t, bootVerifiedOnly("ldso", "0.0.1"))
 
-	expectExec(t, "boot_verified dynamic program", run(t, exec.Command(program)), 0)
-	expectExec(t, "ld.so with a boot_verified program", run(t, exec.Command(dynamicLoader, program)), 0)
-	if recs := c.events(t); len(recs) != 0 {
+	expectExec(t, "boot_verified dynamic program", guestcli.Start(t, exec.Command(program)), 0)
+	expectExec(t, "ld.so with a boot_verified program", guestcli.Start(t, exec.Command(dynamicLoader, program)), 0)
+	if recs := c.Events(t); len(recs) != 0 {
 		t.Errorf("boot_verified dynamic program: denials %v", recs)
 	}
 
-	got := run(t, exec.Command(untrusted))
+	got := guestcli.Start(t, exec.Command(untrusted))
 	expectExec(t, "untrusted dynamic program", got, syscall.EACCES)
-	expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: untrusted, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
+	expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: untrusted, action: actionDeny, rule: ruleGlobalDeny, enforcing: true})
 
 	cmd := exec.Command(dynamicLoader, untrusted)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	got = run(t, cmd)
-	if got.errno != 0 || got.code == 0 {
+	got = guestcli.Start(t, cmd)
+	if got.Errno != 0 || got.Code == 0 {
 		t.Errorf("ld.so %s: %+v, want ld.so to start and fail to map it", untrusted, got)
 	}
 	t.Logf("ld.so said: %s", bytes.TrimSpace(stderr.Bytes()))
-	records := c.events(t)
-	mmaps := about(records, hookMmap, untrusted)
+	records := c.Events(t)
+	mmaps := guestcli.About(records, hookMmap, untrusted)
 	if len(mmaps) == 0 {
 		t.Errorf("ld.so %s: no MMAP record about the program; records: %v", untrusted, records)
 	}
 	// comm is the loader's once it runs: its file name, cut to 15 bytes.
 	for _, r := range mmaps {
-		checkRecord(t, r, wantRecord{hook: hookMmap, path: untrusted, action: actionDeny, rule: ruleGlobalDeny, enforcing: true, pid: got.pid, comm: "ld-linux-x86-64"})
+		checkRecord(t, r, wantRecord{hook: hookMmap, path: untrusted, action: actionDeny, rule: ruleGlobalDeny, enforcing: true, pid: got.PID, comm: "ld-linux-x86-64"})
 	}
-	if recs := about(records, hookBprm, dynamicLoader); len(recs) != 0 {
+	if recs := guestcli.About(records, hookBprm, dynamicLoader); len(recs) != 0 {
 		t.Errorf("exec of ld.so itself was denied: %v", recs)
 	}
 }
@@ -66,7 +68,7 @@ func TestDynamicLoader(t *testing.T) {
 // permissive, the same exec runs, which shows the helper itself works.
 func TestMemfdExec(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
+	c := guestcli.Initramfs(t)
 	load(t, bootVerifiedOnly("memfd", "0.0.1"))
 	for _, mode := range []string{helperExecveat, helperProcFD} {
 		t.Run(mode, func(t *testing.T) {
@@ -76,18 +78,18 @@ func TestMemfdExec(t *testing.T) {
 			path := "/memfd:" + name + " (deleted)"
 
 			got := runMemfdHelper(t, mode, name, "busybox", "true")
-			if got.code != helperExecFailed || got.execErrno != "EACCES" {
-				t.Errorf("exec from memfd: exit %d, exec errno %q, want EACCES (output %q)", got.code, got.execErrno, got.out)
+			if got.Code != helperExecFailed || got.execErrno != "EACCES" {
+				t.Errorf("exec from memfd: exit %d, exec errno %q, want EACCES (output %q)", got.Code, got.execErrno, got.out)
 			}
-			expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: path, ino: got.ino, dev: tmpfsID, action: actionDeny, rule: ruleGlobalDeny, enforcing: true, pid: got.pid})
+			expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: path, ino: got.ino, dev: tmpfsID, action: actionDeny, rule: ruleGlobalDeny, enforcing: true, pid: got.PID})
 
-			c.must(t, "enforce", "off")
+			c.Must(t, "enforce", "off")
 			got = runMemfdHelper(t, mode, name, "busybox", "true")
-			c.must(t, "enforce", "on")
-			if got.code != 0 || got.execErrno != "" {
-				t.Errorf("exec from memfd while permissive: exit %d, exec errno %q, want busybox true to run (output %q)", got.code, got.execErrno, got.out)
+			c.Must(t, "enforce", "on")
+			if got.Code != 0 || got.execErrno != "" {
+				t.Errorf("exec from memfd while permissive: exit %d, exec errno %q, want busybox true to run (output %q)", got.Code, got.execErrno, got.out)
 			}
-			expectOne(t, c.events(t), wantRecord{hook: hookBprm, path: path, ino: got.ino, dev: tmpfsID, action: actionDeny, rule: ruleGlobalDeny, enforcing: false, pid: got.pid})
+			expectOne(t, c.Events(t), wantRecord{hook: hookBprm, path: path, ino: got.ino, dev: tmpfsID, action: actionDeny, rule: ruleGlobalDeny, enforcing: false, pid: got.PID})
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,8 +88,8 @@ func expectErrno(t *testing.T, what string, err error, allow bool) {
 // boot_verified file is allowed.
 func TestMmap(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	untrusted := openFile(t, copyToTmp(t, busybox, "mapped"))
+	c := guestcli.Initramfs(t)
+	untrusted := openFile(t, guestcli.CopyToTmp(t, busybox, "mapped"))
 	trusted := openFile(t, busybox)
 	load(t, bootVerifiedOnly("mmap", "0.0.1"))
 
@@ -128,9 +129,9 @@ func TestMmap(t *testing.T) {
 				unmap(t, mem)
 			}
 			expectErrno(t, "mmap "+protName(tc.prot), err, tc.allow)
-			records := c.events(t)
+			records := c.Events(t)
 			if tc.allow {
-				if recs := about(records, hookMmap, path); len(recs) != 0 {
+				if recs := guestcli.About(records, hookMmap, path); len(recs) != 0 {
 					t.Errorf("allowed mapping was reported without success auditing: %v", recs)
 				}
 				return
@@ -145,8 +146,8 @@ func TestMmap(t *testing.T) {
 // without PROT_EXEC are not checked.
 func TestMprotect(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	untrusted := openFile(t, copyToTmp(t, busybox, "mapped"))
+	c := guestcli.Initramfs(t)
+	untrusted := openFile(t, guestcli.CopyToTmp(t, busybox, "mapped"))
 	trusted := openFile(t, busybox)
 	load(t, bootVerifiedOnly("mprotect", "0.0.1"))
 
@@ -181,9 +182,9 @@ func TestMprotect(t *testing.T) {
 			defer unmap(t, mem)
 			err = unix.Mprotect(mem, tc.to)
 			expectErrno(t, "mprotect "+protName(tc.from)+" to "+protName(tc.to), err, tc.allow)
-			records := c.events(t)
+			records := c.Events(t)
 			if tc.allow {
-				if recs := about(records, hookMprotect, path); len(recs) != 0 {
+				if recs := guestcli.About(records, hookMprotect, path); len(recs) != 0 {
 					t.Errorf("allowed mprotect was reported without success auditing: %v", recs)
 				}
 				return
@@ -199,8 +200,8 @@ func TestMprotect(t *testing.T) {
 // once PROT_EXEC is dropped, adding it back is.
 func TestMprotectAlreadyExecutable(t *testing.T) {
 	requireGuest(t)
-	c := initramfsCLI(t)
-	untrusted := openFile(t, copyToTmp(t, busybox, "mapped"))
+	c := guestcli.Initramfs(t)
+	untrusted := openFile(t, guestcli.CopyToTmp(t, busybox, "mapped"))
 	load(t, "policy_name=mprotect_x policy_version=0.0.1\nop=EXECUTE action=ALLOW\nDEFAULT action=DENY\n")
 
 	mem, err := mmapFile(untrusted, protR|protX, false)
@@ -209,7 +210,7 @@ func TestMprotectAlreadyExecutable(t *testing.T) {
 	}
 	defer unmap(t, mem)
 
-	c.must(t, "update", writePolicy(t, bootVerifiedOnly("mprotect_x", "0.0.2")))
+	c.Must(t, "update", guestcli.WritePolicy(t, bootVerifiedOnly("mprotect_x", "0.0.2")))
 	// The new policy is in force: a new executable mapping is refused.
 	if fresh, err := mmapFile(untrusted, protR|protX, false); err == nil {
 		unmap(t, fresh)
@@ -217,14 +218,14 @@ func TestMprotectAlreadyExecutable(t *testing.T) {
 	} else if !errors.Is(err, syscall.EACCES) {
 		t.Fatalf("mmap RX after the update: %v, want EACCES", err)
 	}
-	expectOne(t, c.events(t), wantRecord{hook: hookMmap, path: untrusted.Name(), action: actionDeny, rule: ruleGlobalDeny, enforcing: true, generation: 2, pid: os.Getpid()})
+	expectOne(t, c.Events(t), wantRecord{hook: hookMmap, path: untrusted.Name(), action: actionDeny, rule: ruleGlobalDeny, enforcing: true, generation: 2, pid: os.Getpid()})
 
 	for _, prot := range []int{protR | protX, protX, protR | protW | protX} {
 		if err := unix.Mprotect(mem, prot); err != nil {
 			t.Errorf("mprotect of an executable mapping to %s: %v, want it unchecked", protName(prot), err)
 		}
 	}
-	if recs := about(c.events(t), hookMprotect, untrusted.Name()); len(recs) != 0 {
+	if recs := guestcli.About(c.Events(t), hookMprotect, untrusted.Name()); len(recs) != 0 {
 		t.Errorf("mprotect of an executable mapping was evaluated: %v", recs)
 	}
 
@@ -233,5 +234,5 @@ func TestMprotectAlreadyExecutable(t *testing.T) {
 	}
 	err = unix.Mprotect(mem, protR|protX)
 	expectErrno(t, "mprotect R to RX after dropping X", err, false)
-	expectOne(t, c.events(t), wantRecord{hook: hookMprotect, path: untrusted.Name(), action: actionDeny, rule: ruleGlobalDeny, enforcing: true, generation: 2, pid: os.Getpid()})
+	expectOne(t, c.Events(t), wantRecord{hook: hookMprotect, path: untrusted.Name(), action: actionDeny, rule: ruleGlobalDeny, enforcing: true, generation: 2, pid: os.Getpid()})
 }

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // Sizes of the flood. The ring buffer holds 1 MiB of events of 344 bytes

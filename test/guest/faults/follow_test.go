@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // follower is a bpfipe events --json --follow running in the background,

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/bpfipe/bpfipe/policy"
-	"github.com/bpfipe/bpfipe/test/guest/bypass/guestcli"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 const busybox = guestcli.Busybox

@@ -2,23 +2,19 @@ package kread
 
 import (
 	"bufio"
-	"bytes"
 	"compress/gzip"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfipe/bpfipe/loader"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // Environment the host side (test/kread) sets.
@@ -80,63 +76,17 @@ func hostFile(t *testing.T, env string) string {
 	return p
 }
 
-type cliResult struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r cliResult) String() string {
-	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
-}
-
-// bpfipe runs the initramfs's bpfipe, which every policy here lets run.
-func bpfipe(t *testing.T, args ...string) cliResult {
-	t.Helper()
-	path, err := exec.LookPath("bpfipe")
-	if err != nil {
-		t.Fatalf("find bpfipe: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
-	res := cliResult{stdout: stdout.String(), stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr) && exitErr.Exited():
-		res.code = exitErr.ExitCode()
-	default:
-		t.Fatalf("run bpfipe %s: %v (stderr %q)", strings.Join(args, " "), err, stderr.String())
-	}
-	return res
-}
-
-func mustBpfipe(t *testing.T, args ...string) cliResult {
-	t.Helper()
-	res := bpfipe(t, args...)
-	if res.code != 0 {
-		t.Fatalf("bpfipe %s: %s", strings.Join(args, " "), res)
-	}
-	return res
-}
-
 // load starts pinned enforcement of text and unloads it when t ends.
 func load(t *testing.T, text string, flags ...string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "policy")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatalf("write policy: %v", err)
-	}
-	args := append(append([]string{"load", "--pin"}, flags...), path)
-	if res := bpfipe(t, args...); res.code != 0 {
+	bpfipe := guestcli.Initramfs(t)
+	args := append(append([]string{"load", "--pin"}, flags...), guestcli.WritePolicy(t, text))
+	if res := bpfipe.Run(t, args...); res.Code != 0 {
 		t.Fatalf("bpfipe %s: %s\npolicy:\n%s", strings.Join(args, " "), res, text)
 	}
 	t.Cleanup(func() {
-		res := bpfipe(t, "unload")
-		if res.code == 0 {
+		res := bpfipe.Run(t, "unload")
+		if res.Code == 0 {
 			return
 		}
 		// Leave the next test a clean kernel even when the CLI failed.
@@ -146,51 +96,6 @@ func load(t *testing.T, text string, flags ...string) {
 		}
 		t.Errorf("bpfipe unload: %s", res)
 	})
-}
-
-// accessRecord is one line of bpfipe events --json.
-type accessRecord struct {
-	Type      string `json:"type"`
-	Op        string `json:"ipe_op"`
-	Hook      string `json:"ipe_hook"`
-	Enforcing bool   `json:"enforcing"`
-	PID       int    `json:"pid"`
-	Comm      string `json:"comm"`
-	HasFile   bool   `json:"has_file"`
-	Path      string `json:"path"`
-	Dev       string `json:"dev"`
-	Ino       uint64 `json:"ino"`
-	Rule      string `json:"rule"`
-	Action    string `json:"action"`
-}
-
-func (r accessRecord) String() string {
-	return fmt.Sprintf("{%s %s enforcing=%t pid=%d comm=%q has_file=%t path=%q dev=%q ino=%d rule=%q %s}",
-		r.Op, r.Hook, r.Enforcing, r.PID, r.Comm, r.HasFile, r.Path, r.Dev, r.Ino, r.Rule, r.Action)
-}
-
-// events drains the decisions reported since the last call.
-func events(t *testing.T) []accessRecord {
-	t.Helper()
-	res := mustBpfipe(t, "events", "--json")
-	var records []accessRecord
-	scanner := bufio.NewScanner(strings.NewReader(res.stdout))
-	scanner.Buffer(make([]byte, 64<<10), 1<<20)
-	for scanner.Scan() {
-		line := scanner.Bytes()
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var r accessRecord
-		if err := json.Unmarshal(line, &r); err != nil {
-			t.Fatalf("decode event %q: %v", line, err)
-		}
-		if r.Type != "IPE_ACCESS" {
-			t.Fatalf("event %q has type %q, want IPE_ACCESS", line, r.Type)
-		}
-		records = append(records, r)
-	}
-	return records
 }
 
 // wantRecord is the access record an operation of this process must make.
@@ -206,9 +111,9 @@ type wantRecord struct {
 
 // expectOne checks that records hold exactly one record of w.op and that
 // it carries every field IPE would print for it.
-func expectOne(t *testing.T, records []accessRecord, w wantRecord) {
+func expectOne(t *testing.T, records []guestcli.Record, w wantRecord) {
 	t.Helper()
-	var matching []accessRecord
+	var matching []guestcli.Record
 	for _, r := range records {
 		if r.Op == w.op {
 			matching = append(matching, r)
@@ -252,7 +157,7 @@ func expectOne(t *testing.T, records []accessRecord, w wantRecord) {
 }
 
 // expectNone checks that no record of op was made.
-func expectNone(t *testing.T, records []accessRecord, op string) {
+func expectNone(t *testing.T, records []guestcli.Record, op string) {
 	t.Helper()
 	for _, r := range records {
 		if r.Op == op {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,7 +88,7 @@ func TestKexecFileLoad(t *testing.T) {
 		copied := copyToTmp(t, kernel)
 		expectErrno(t, "kexec_file_load of "+copied, kexecFile(t, copied, ""), unix.EACCES)
 		expectKexecLoaded(t, false)
-		records := events(t)
+		records := guestcli.Initramfs(t).Events(t)
 		expectOne(t, records, wantRecord{op: opKexecImage, hook: hookRead, path: copied, dev: tmpfsID,
 			action: actionDeny, rule: imageDeny})
 		expectNone(t, records, opKexecInitrd)
@@ -100,7 +101,7 @@ func TestKexecFileLoad(t *testing.T) {
 		expectErrno(t, "kexec_file_load with initrd "+initrd, kexecFile(t, kernel, initrd), unix.EACCES)
 		expectKexecLoaded(t, false)
 		// The kernel image is read, and allowed, before the initramfs.
-		records := events(t)
+		records := guestcli.Initramfs(t).Events(t)
 		expectOne(t, records, wantRecord{op: opKexecImage, hook: hookRead, path: kernel, dev: rootfsID,
 			action: actionAllow, rule: imageAllow})
 		expectOne(t, records, wantRecord{op: opKexecInitrd, hook: hookRead, path: initrd, dev: tmpfsID,
@@ -109,7 +110,7 @@ func TestKexecFileLoad(t *testing.T) {
 	t.Run("initramfs kernel allowed", func(t *testing.T) {
 		expectErrno(t, "kexec_file_load of "+kernel, kexecFile(t, kernel, ""), 0)
 		expectKexecLoaded(t, true)
-		expectOne(t, events(t), wantRecord{op: opKexecImage, hook: hookRead, path: kernel, dev: rootfsID,
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKexecImage, hook: hookRead, path: kernel, dev: rootfsID,
 			action: actionAllow, rule: imageAllow})
 	})
 }
@@ -128,13 +129,13 @@ func TestKexecLoad(t *testing.T) {
 		const rule = "op=KEXEC_IMAGE boot_verified=FALSE action=DENY"
 		load(t, policyText(rule, "DEFAULT action=ALLOW"))
 		expectErrno(t, "kexec_load", kexecLoadNothing(), unix.EACCES)
-		expectOne(t, events(t), wantRecord{op: opKexecImage, hook: hookLoad, action: actionDeny, rule: rule})
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKexecImage, hook: hookLoad, action: actionDeny, rule: rule})
 	})
 	t.Run("op DEFAULT allows", func(t *testing.T) {
 		const rule = "DEFAULT op=KEXEC_IMAGE action=ALLOW"
 		load(t, policyText(rule, "DEFAULT op=EXECUTE action=ALLOW", "DEFAULT action=DENY"), "--success-audit")
 		expectErrno(t, "kexec_load", kexecLoadNothing(), 0)
 		expectKexecLoaded(t, false)
-		expectOne(t, events(t), wantRecord{op: opKexecImage, hook: hookLoad, action: actionAllow, rule: rule})
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKexecImage, hook: hookLoad, action: actionAllow, rule: rule})
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 	"golang.org/x/sys/unix"
 )
 
@@ -103,7 +104,7 @@ func TestFinitModule(t *testing.T) {
 		err := m.finit(t, m.file)
 		expectErrno(t, "finit_module of "+m.file, err, 0)
 		m.expectLoaded(t, true)
-		expectOne(t, events(t), wantRecord{op: opKmodule, hook: hookRead, path: m.file, dev: rootfsID,
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKmodule, hook: hookRead, path: m.file, dev: rootfsID,
 			action: actionAllow, rule: ruleBootAllow})
 	})
 	t.Run("tmpfs copy denied", func(t *testing.T) {
@@ -111,7 +112,7 @@ func TestFinitModule(t *testing.T) {
 		err := m.finit(t, copied)
 		expectErrno(t, "finit_module of "+copied, err, unix.EACCES)
 		m.expectLoaded(t, false)
-		expectOne(t, events(t), wantRecord{op: opKmodule, hook: hookRead, path: copied, dev: tmpfsID,
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKmodule, hook: hookRead, path: copied, dev: tmpfsID,
 			action: actionDeny, rule: ruleOpDeny})
 	})
 }
@@ -128,19 +129,19 @@ func TestInitModule(t *testing.T) {
 		load(t, policyText(rule, "DEFAULT action=ALLOW"))
 		expectErrno(t, "init_module", m.initModule(t), unix.EACCES)
 		m.expectLoaded(t, false)
-		expectOne(t, events(t), wantRecord{op: opKmodule, hook: hookLoad, action: actionDeny, rule: rule})
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKmodule, hook: hookLoad, action: actionDeny, rule: rule})
 
 		// The same rule leaves a boot_verified file alone.
 		expectErrno(t, "finit_module of "+m.file, m.finit(t, m.file), 0)
 		m.expectLoaded(t, true)
-		expectNone(t, events(t), opKmodule)
+		expectNone(t, guestcli.Initramfs(t).Events(t), opKmodule)
 	})
 	t.Run("op DEFAULT allows", func(t *testing.T) {
 		const rule = "DEFAULT op=KMODULE action=ALLOW"
 		load(t, policyText(rule, "DEFAULT op=EXECUTE action=ALLOW", "DEFAULT action=DENY"), "--success-audit")
 		expectErrno(t, "init_module", m.initModule(t), 0)
 		m.expectLoaded(t, true)
-		expectOne(t, events(t), wantRecord{op: opKmodule, hook: hookLoad, action: actionAllow, rule: rule})
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opKmodule, hook: hookLoad, action: actionAllow, rule: rule})
 	})
 	t.Run("global DEFAULT denies", func(t *testing.T) {
 		load(t, policyText("DEFAULT op=EXECUTE action=ALLOW", "DEFAULT action=DENY"))
@@ -154,7 +155,7 @@ func TestInitModule(t *testing.T) {
 		}
 		want := "ipe_op=KMODULE ipe_hook=KERNEL_LOAD enforcing=1 pid=" + strconv.Itoa(os.Getpid()) +
 			` comm="` + comm + `" path=? dev=? ino=? rule="DEFAULT action=DENY"`
-		out := mustBpfipe(t, "events").stdout
+		out := guestcli.Initramfs(t).Must(t, "events").Stdout
 		var lines []string
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 			if strings.HasPrefix(line, "ipe_op=KMODULE ") {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,14 +59,14 @@ func TestIMAPolicyRead(t *testing.T) {
 		if _, err := os.Stat(imaPolicyFile); err != nil {
 			t.Errorf("a refused policy must leave IMA's policy file in place: %v", err)
 		}
-		expectOne(t, events(t), wantRecord{op: opPolicy, hook: hookRead, path: copied, dev: tmpfsID,
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opPolicy, hook: hookRead, path: copied, dev: tmpfsID,
 			action: actionDeny, rule: ruleOpDeny})
 	})
 	// Last: without CONFIG_IMA_WRITE_POLICY or CONFIG_IMA_READ_POLICY, IMA
 	// takes one policy per boot and then removes its policy file.
 	t.Run("initramfs policy file allowed", func(t *testing.T) {
 		expectErrno(t, "write "+trusted+" to IMA's policy file", writeIMAPolicy(t, trusted), 0)
-		expectOne(t, events(t), wantRecord{op: opPolicy, hook: hookRead, path: trusted, dev: rootfsID,
+		expectOne(t, guestcli.Initramfs(t).Events(t), wantRecord{op: opPolicy, hook: hookRead, path: trusted, dev: rootfsID,
 			action: actionAllow, rule: ruleBootAllow})
 		if config["CONFIG_IMA_WRITE_POLICY"] != "y" && config["CONFIG_IMA_READ_POLICY"] != "y" {
 			if _, err := os.Stat(imaPolicyFile); err == nil {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfipe/bpfipe/bpf"
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // How many objects a load makes at least, on either kernel: the maps of
@@ -40,7 +41,7 @@ func TestGuard(t *testing.T) {
 	if got := execErrno(t, copy); got != 0 {
 		t.Fatalf("before the load the /tmp copy does not run: %v", got)
 	}
-	bin := bpfipePath(t)
+	bin := guestcli.Initramfs(t).Path
 	binInfo, err := os.Stat(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,7 @@ func TestGuard(t *testing.T) {
 
 	before := snapshot(t)
 	unloadAfter(t)
-	mustCLI(t, "load", "--pin", writeFile(t, policy("0.0.1")))
+	guestcli.Initramfs(t).Must(t, "load", "--pin", guestcli.WritePolicy(t, policy("0.0.1")))
 	checkDecisions(t, copy)
 	ours := snapshot(t).since(before)
 
@@ -217,32 +218,32 @@ func TestGuard(t *testing.T) {
 
 	t.Run("DecisionsUnchanged", func(t *testing.T) {
 		checkDecisions(t, copy)
-		st, res := readStatus(t)
+		st, res := guestcli.Initramfs(t).Status(t)
 		if !st.Loaded || !st.Enforcing || st.Version != "0.0.1" {
 			t.Errorf("status after the attempts: %s", res)
 		}
 	})
 
 	t.Run("Commands", func(t *testing.T) {
-		mustCLI(t, "update", writeFile(t, policy("0.0.2")))
-		mustCLI(t, "enforce", "off")
+		guestcli.Initramfs(t).Must(t, "update", guestcli.WritePolicy(t, policy("0.0.2")))
+		guestcli.Initramfs(t).Must(t, "enforce", "off")
 		if got := execErrno(t, copy); got != 0 {
 			t.Errorf("permissive: exec of the copy %v, want it to run", got)
 		}
-		mustCLI(t, "enforce", "on")
+		guestcli.Initramfs(t).Must(t, "enforce", "on")
 		checkDecisions(t, copy)
-		mustCLI(t, "success-audit", "on")
-		mustCLI(t, "success-audit", "off")
-		if !deniedIn(t, mustCLI(t, "events", "--json").stdout, copy) {
+		guestcli.Initramfs(t).Must(t, "success-audit", "on")
+		guestcli.Initramfs(t).Must(t, "success-audit", "off")
+		if !deniedIn(t, guestcli.Initramfs(t).Must(t, "events", "--json").Stdout, copy) {
 			t.Errorf("bpfipe events has no DENY of %s", copy)
 		}
-		if st, res := readStatus(t); !st.Loaded || !st.Enforcing || st.Version != "0.0.2" {
+		if st, res := guestcli.Initramfs(t).Status(t); !st.Loaded || !st.Enforcing || st.Version != "0.0.2" {
 			t.Errorf("status after the commands: %s", res)
 		}
 	})
 
 	t.Run("AfterUnload", func(t *testing.T) {
-		mustCLI(t, "unload")
+		guestcli.Initramfs(t).Must(t, "unload")
 		// At once: unload returns only once the guard refuses nothing.
 		m, err := ebpf.NewMap(&ebpf.MapSpec{Name: mark + "forged", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 		if err != nil {
@@ -250,7 +251,7 @@ func TestGuard(t *testing.T) {
 		} else {
 			m.Close()
 		}
-		if res := cli(t, "status"); res.code != exitNotLoaded {
+		if res := guestcli.Initramfs(t).Run(t, "status"); res.Code != guestcli.ExitNotLoaded {
 			t.Errorf("status after unload: %s", res)
 		}
 		if _, err := os.Lstat(pinDir); !errors.Is(err, os.ErrNotExist) {
@@ -289,12 +290,12 @@ func TestGuardForeground(t *testing.T) {
 	requireGuest(t)
 	copy := untrusted(t)
 	unloadAfter(t)
-	cmd, done := startForeground(t, writeFile(t, policy("0.0.1")))
+	cmd, done := startForeground(t, guestcli.WritePolicy(t, policy("0.0.1")))
 	checkDecisions(t, copy)
 	attackProcess(t, cmd.Process.Pid)
 	checkDecisions(t, copy)
 
-	mustCLI(t, "unload")
+	guestcli.Initramfs(t).Must(t, "unload")
 	select {
 	case <-done:
 		if !cmd.ProcessState.Success() {
@@ -366,7 +367,7 @@ func attackProcess(t *testing.T, pid int) {
 // is killed when t ends if still running.
 func startForeground(t *testing.T, policyPath string) (*exec.Cmd, <-chan struct{}) {
 	t.Helper()
-	cmd := exec.Command(bpfipePath(t), "load", policyPath)
+	cmd := exec.Command(guestcli.Initramfs(t).Path, "load", policyPath)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func startForeground(t *testing.T, policyPath string) (*exec.Cmd, <-chan struct{
 		<-exited
 	})
 	err := eventually(60*time.Second, func() error {
-		st, res := readStatus(t)
+		st, res := guestcli.Initramfs(t).Status(t)
 		if !st.Loaded || st.Foreground != cmd.Process.Pid {
 			return fmt.Errorf("status: %s", res)
 		}
@@ -400,8 +401,8 @@ func pinNames(t *testing.T) []string {
 	var st struct {
 		Programs []string `json:"programs"`
 	}
-	res := mustCLI(t, "status", "--json")
-	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || len(st.Programs) == 0 {
+	res := guestcli.Initramfs(t).Must(t, "status", "--json")
+	if err := json.Unmarshal([]byte(res.Stdout), &st); err != nil || len(st.Programs) == 0 {
 		t.Fatalf("programs of bpfipe status --json (%s): %v", res, err)
 	}
 	names := []string{"state"}

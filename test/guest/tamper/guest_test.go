@@ -1,9 +1,6 @@
 package tamper
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 const (
@@ -24,9 +23,9 @@ const (
 	pinDir   = "/sys/fs/bpf/bpfipe"
 	// busybox is static and in the initramfs: boot_verified.
 	busybox = "/bin/busybox"
-	// bpfipe's exit statuses (cmd/bpfipe/main.go).
+	// exitPrivilege is bpfipe's exit status for a refused command
+	// (cmd/bpfipe/main.go).
 	exitPrivilege = 4
-	exitNotLoaded = 5
 	// mark starts the kernel name of every object the guard protects.
 	mark = "bpfipe_"
 )
@@ -44,88 +43,13 @@ func policy(version string) string {
 	return "policy_name=tamper policy_version=" + version + "\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=FALSE action=DENY\n"
 }
 
-func writeFile(t *testing.T, text string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "policy")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func bpfipePath(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("bpfipe")
-	if err != nil {
-		t.Fatalf("find bpfipe: %v", err)
-	}
-	return p
-}
-
-type cliResult struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r cliResult) String() string {
-	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
-}
-
-// cli runs the initramfs bpfipe.
-func cli(t *testing.T, args ...string) cliResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bpfipePath(t), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := cliResult{stdout: stdout.String(), stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr) && exitErr.Exited():
-		res.code = exitErr.ExitCode()
-	default:
-		t.Fatalf("run bpfipe %s: %v (stderr %q)", strings.Join(args, " "), err, stderr.String())
-	}
-	return res
-}
-
-func mustCLI(t *testing.T, args ...string) cliResult {
-	t.Helper()
-	res := cli(t, args...)
-	if res.code != 0 {
-		t.Fatalf("bpfipe %s: %s", strings.Join(args, " "), res)
-	}
-	return res
-}
-
 // unloadAfter makes sure a test leaves nothing loaded for the next.
 func unloadAfter(t *testing.T) {
 	t.Cleanup(func() {
-		if res := cli(t, "unload"); res.code != 0 && res.code != exitNotLoaded {
+		if res := guestcli.Initramfs(t).Run(t, "unload"); res.Code != 0 && res.Code != guestcli.ExitNotLoaded {
 			t.Errorf("unload after the test: %s", res)
 		}
 	})
-}
-
-// status is the part of bpfipe status --json the tests read.
-type status struct {
-	Loaded     bool   `json:"loaded"`
-	Version    string `json:"policy_version"`
-	Enforcing  bool   `json:"enforcing"`
-	Foreground int    `json:"foreground_pid"`
-}
-
-func readStatus(t *testing.T) (status, cliResult) {
-	t.Helper()
-	res := cli(t, "status", "--json")
-	var st status
-	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
-		t.Fatalf("decode bpfipe status --json (%s): %v", res, err)
-	}
-	return st, res
 }
 
 // untrusted copies busybox into /tmp as "true", where it is not
@@ -367,7 +291,7 @@ func blockedBpfipe(t *testing.T) *exec.Cmd {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bpfipePath(t), "load", "--pin", fifo)
+	cmd := exec.Command(guestcli.Initramfs(t).Path, "load", "--pin", fifo)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/bpfipe/bpfipe/loader"
+
+	"github.com/bpfipe/bpfipe/test/guest/guestcli"
 )
 
 // TestLock loads a locked enforcement in this process and checks what the
@@ -57,9 +59,9 @@ func TestLock(t *testing.T) {
 	// The bpfipe command is not the executable that loaded: the guard
 	// refuses it, in one line, with the privilege status.
 	for _, args := range [][]string{{"unload"}, {"enforce", "off"}, {"status"}} {
-		res := cli(t, args...)
-		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
-		if res.code != exitPrivilege || len(lines) != 1 || !strings.Contains(res.stderr, "tamper guard") {
+		res := guestcli.Initramfs(t).Run(t, args...)
+		lines := strings.Split(strings.TrimSpace(res.Stderr), "\n")
+		if res.Code != exitPrivilege || len(lines) != 1 || !strings.Contains(res.Stderr, "tamper guard") {
 			t.Errorf("bpfipe %s: %s, want exit %d and one line naming the tamper guard", strings.Join(args, " "), res, exitPrivilege)
 		}
 	}

@@ -1,6 +1,6 @@
 // Package guestcli drives bpfipe through its command line from in-guest
 // tests, the way an administrator would: load --pin, update, status --json,
-// events --json, unload. The bypass and faults suites share it; the tamper
+// events --json, unload. The in-guest suites share it; the tamper
 // guard lets only the bpfipe binary that loaded reach the running
 // enforcement, so tests never open its maps themselves.
 package guestcli
@@ -181,8 +181,8 @@ type Record struct {
 }
 
 func (r Record) String() string {
-	return fmt.Sprintf("{%s %s pid=%d comm=%q has_file=%t path=%q dev=%q ino=%d rule=%q %s gen=%d}",
-		r.Op, r.Hook, r.PID, r.Comm, r.HasFile, r.Path, r.Dev, r.Ino, r.Rule, r.Action, r.Generation)
+	return fmt.Sprintf("{%s %s enforcing=%t pid=%d comm=%q has_file=%t path=%q dev=%q ino=%d rule=%q %s gen=%d}",
+		r.Op, r.Hook, r.Enforcing, r.PID, r.Comm, r.HasFile, r.Path, r.Dev, r.Ino, r.Rule, r.Action, r.Generation)
 }
 
 // ParseRecords decodes bpfipe events --json output.
@@ -256,6 +256,8 @@ type Status struct {
 	Generation    uint32       `json:"generation"`
 	Enforcing     bool         `json:"enforcing"`
 	SuccessAudit  bool         `json:"success_audit"`
+	Scope         string       `json:"scope"`
+	Foreground    int          `json:"foreground_pid"`
 	Hooks         []HookCounts `json:"hooks"`
 	EventsDropped uint64       `json:"events_dropped"`
 	NoPolicy      uint64       `json:"no_policy"`
