@@ -2,20 +2,18 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfipe/bpfipe/test/compare/scenario"
+	"github.com/bpfipe/bpfipe/test/guest/fsverity"
 )
 
 // verityDisks mounts the fs-verity disks the host built and enables
@@ -74,12 +72,12 @@ func (v *verityDisks) open(d scenario.FSVerityDisk) error {
 				return fmt.Errorf("fs-verity disk %s: read signature of %s: %w", d.Name, f.To, err)
 			}
 		}
-		if err := enableVerity(p, sig); err != nil {
+		if err := fsverity.Enable(p, sig); err != nil {
 			return fmt.Errorf("fs-verity disk %s: %w", d.Name, err)
 		}
 		// Every fsverity_digest rule rests on the host's digest being the
 		// kernel's.
-		got, err := measureVerity(p)
+		got, err := fsverity.Measure(p)
 		if err != nil {
 			return fmt.Errorf("fs-verity disk %s: measure %s: %w", d.Name, f.To, err)
 		}
@@ -180,48 +178,4 @@ func fsVerityKeyring() (int, error) {
 		return 0, fmt.Errorf("find .fs-verity keyring: %w", err)
 	}
 	return 0, errors.New("find .fs-verity keyring: not in /proc/keys (no CONFIG_FS_VERITY_BUILTIN_SIGNATURES?)")
-}
-
-// enableVerity turns fs-verity on for path with SHA-256 and 4096-byte
-// blocks, the parameters the host computed digests for, with a builtin
-// signature when sig is not empty.
-func enableVerity(path string, sig []byte) error {
-	f, err := os.Open(path) // fs-verity refuses files open for writing
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	arg := unix.FsverityEnableArg{Version: 1, Hash_algorithm: unix.FS_VERITY_HASH_ALG_SHA256, Block_size: 4096}
-	if len(sig) > 0 {
-		arg.Sig_size = uint32(len(sig))
-		arg.Sig_ptr = uint64(uintptr(unsafe.Pointer(&sig[0])))
-	}
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_ENABLE_VERITY, uintptr(unsafe.Pointer(&arg)))
-	runtime.KeepAlive(sig)
-	if errno != 0 {
-		return fmt.Errorf("enable fs-verity on %s: %w", path, errno)
-	}
-	return nil
-}
-
-// measureVerity returns the file's fs-verity digest as "sha256:HEX"
-// (FS_IOC_MEASURE_VERITY), what fsverity_digest rules match.
-func measureVerity(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// struct fsverity_digest: u16 algorithm, u16 size (in: room), digest.
-	buf := make([]byte, 4+64)
-	binary.NativeEndian.PutUint16(buf[2:], 64)
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_MEASURE_VERITY, uintptr(unsafe.Pointer(&buf[0])))
-	if errno != 0 {
-		return "", errno
-	}
-	alg, size := binary.NativeEndian.Uint16(buf), binary.NativeEndian.Uint16(buf[2:])
-	if alg != unix.FS_VERITY_HASH_ALG_SHA256 || size != 32 {
-		return "", fmt.Errorf("algorithm %d, size %d (want SHA-256)", alg, size)
-	}
-	return fmt.Sprintf("sha256:%x", buf[4:4+size]), nil
 }

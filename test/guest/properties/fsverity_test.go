@@ -2,19 +2,16 @@ package properties_test
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfipe/bpfipe/test/guest/fsverity"
 	"github.com/bpfipe/bpfipe/test/properties/fixture"
 )
 
@@ -29,47 +26,10 @@ func mountFSVerity(t *testing.T, m *fixture.Manifest) string {
 // sig is not nil. A file that has it already is left alone.
 func enableVerity(t *testing.T, path string, sig []byte) error {
 	t.Helper()
-	if _, err := measureVerity(path); err == nil {
+	if _, err := fsverity.Measure(path); err == nil {
 		return nil
 	}
-	f, err := os.Open(path) // fs-verity wants no writer
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	arg := unix.FsverityEnableArg{Version: 1, Hash_algorithm: unix.FS_VERITY_HASH_ALG_SHA256, Block_size: 4096}
-	if len(sig) > 0 {
-		arg.Sig_size = uint32(len(sig))
-		arg.Sig_ptr = uint64(uintptr(unsafe.Pointer(&sig[0])))
-	}
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_ENABLE_VERITY, uintptr(unsafe.Pointer(&arg)))
-	runtime.KeepAlive(sig)
-	if errno != 0 {
-		return fmt.Errorf("enable fs-verity on %s: %w", path, errno)
-	}
-	return nil
-}
-
-// measureVerity returns the file's fs-verity digest as ALG:HEX
-// (FS_IOC_MEASURE_VERITY), which is what fsverity_digest rules match.
-func measureVerity(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// struct fsverity_digest: u16 algorithm, u16 size (in: room), digest.
-	buf := make([]byte, 4+64)
-	binary.NativeEndian.PutUint16(buf[2:], 64)
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_MEASURE_VERITY, uintptr(unsafe.Pointer(&buf[0])))
-	if errno != 0 {
-		return "", errno
-	}
-	alg, size := binary.NativeEndian.Uint16(buf), binary.NativeEndian.Uint16(buf[2:])
-	if alg != unix.FS_VERITY_HASH_ALG_SHA256 || size != 32 {
-		return "", fmt.Errorf("measure %s: algorithm %d size %d", path, alg, size)
-	}
-	return fmt.Sprintf("sha256:%x", buf[4:4+size]), nil
+	return fsverity.Enable(path, sig)
 }
 
 // fsverity_digest allows the file whose fs-verity digest the policy names
@@ -95,7 +55,7 @@ func TestFSVerityDigest(t *testing.T) {
 		}
 		// The kernel's digest is the one the host computed: a mismatch
 		// would make every result below meaningless.
-		got, err := measureVerity(p)
+		got, err := fsverity.Measure(p)
 		if err != nil || got != m.FSVerity.Files[name].Digest {
 			t.Fatalf("%s: kernel fs-verity digest %s (%v), host computed %s", name, got, err, m.FSVerity.Files[name].Digest)
 		}
