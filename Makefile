@@ -90,11 +90,7 @@ FUZZ_TARGETS = ./policy/:FuzzParse ./loader/:FuzzDecodePolicy \
 	./loader/blockdev/:FuzzParseUevent ./kernelipe/:FuzzParseMessage ./kernelipe/:FuzzParseLine
 
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run=NONE -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run=NONE -fuzz="^$$fn\$$" -fuzztime=1x $$pkg; exit 1; }; \
-	done
+	GO=$(GO) test/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 # compare plays the scenario suite under in-tree IPE and under bpfipe in one
 # debian-6.12 guest and prints the side-by-side tables; it fails on any
