@@ -20,10 +20,9 @@ var LoadSpec = loadBpfipe
 // fails on a define of the header that has no counterpart here. The ops
 // (IPE_OP_*) are policy.Op, which abi_test.go holds to the header too.
 
-// Row kinds of a row key's Kind (enum ipe_row_kind).
+// Row kinds of a row key's Kind (enum ipe_row_kind). Kind 0 is no row.
 const (
-	RowKindMeta uint8 = iota
-	RowKindBase
+	RowKindBase uint8 = iota + 1
 	RowKindDV
 	RowKindFV
 	RowKindDVFV
@@ -49,21 +48,33 @@ const (
 	SIDLen    = 32
 )
 
+// Verdicts: a rule's is its index << 1 | action; a DEFAULT's is
+// VerdictOpDefault or VerdictGlobalDefault | action, above every rule's
+// (IPE_VERDICT_*).
 const (
-	// NoVerdict marks a state in which no rule of a row matches, and an
-	// unset DEFAULT in the META row (IPE_NO_VERDICT).
+	VerdictOpDefault     uint32 = 0xfffffff8
+	VerdictGlobalDefault uint32 = 0xfffffffa
+	// NoVerdict marks a state in which no rule of a row matches
+	// (IPE_NO_VERDICT).
 	NoVerdict uint32 = 0xffffffff
-	// The action of a verdict (rule index << 1 | action) and of a DEFAULT
-	// (IPE_ACTION_*).
+	// The action of a verdict (IPE_ACTION_*).
 	ActionDeny  = 0
 	ActionAllow = 1
-	// MetaGlobalDefault is the META row slot of the global DEFAULT; slots
-	// 0..6 hold the per-op DEFAULTs (IPE_META_GLOBAL_DEFAULT).
-	MetaGlobalDefault = 7
-	// MetaGeneration is the META row slot of the policy generation, which
-	// events echo (IPE_META_GENERATION).
-	MetaGeneration = 8
 )
+
+// Bits of a BASE row's Needs: what the rules of its op use (IPE_NEED_*).
+const (
+	NeedBootVerified uint32 = 1 << iota
+	NeedDMVeritySignature
+	NeedFSVeritySignature
+	NeedDVRows
+	NeedFVRows
+	NeedDVFVRows
+)
+
+// Links is how many rows of one kind and op may share a digest fold
+// (IPE_LINKS); a row key's Link tells them apart.
+const Links = 4
 
 // Who decided, in Event.Scope (IPE_SCOPE_*).
 const (

@@ -121,13 +121,20 @@ func TestConstantsMatchHeaders(t *testing.T) {
 		{"IPE_ALG_LEN", AlgLen},
 		{"IPE_DIGEST_MAX", DigestMax},
 
+		{"IPE_VERDICT_OP_DEFAULT", uint64(VerdictOpDefault)},
+		{"IPE_VERDICT_GLOBAL_DEFAULT", uint64(VerdictGlobalDefault)},
 		{"IPE_NO_VERDICT", uint64(NoVerdict)},
 		{"IPE_ACTION_DENY", ActionDeny},
 		{"IPE_ACTION_ALLOW", ActionAllow},
-		{"IPE_META_GLOBAL_DEFAULT", MetaGlobalDefault},
-		{"IPE_META_GENERATION", MetaGeneration},
 
-		{"IPE_ROW_META", uint64(RowKindMeta)},
+		{"IPE_NEED_BOOT_VERIFIED", uint64(NeedBootVerified)},
+		{"IPE_NEED_DV_SIGNATURE", uint64(NeedDMVeritySignature)},
+		{"IPE_NEED_FV_SIGNATURE", uint64(NeedFSVeritySignature)},
+		{"IPE_NEED_DV_ROWS", uint64(NeedDVRows)},
+		{"IPE_NEED_FV_ROWS", uint64(NeedFVRows)},
+		{"IPE_NEED_DVFV_ROWS", uint64(NeedDVFVRows)},
+		{"IPE_LINKS", Links},
+
 		{"IPE_ROW_BASE", uint64(RowKindBase)},
 		{"IPE_ROW_DV", uint64(RowKindDV)},
 		{"IPE_ROW_FV", uint64(RowKindFV)},

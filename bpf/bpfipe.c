@@ -48,7 +48,7 @@ int BPF_PROG(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, u
 	if (ret)
 		return ipe_prior(ret);
 	/* Only a mapping gaining execute is checked, as IPE does. */
-	if (BPF_CORE_READ(vma, vm_flags) & IPE_VM_EXEC)
+	if (vma->vm_flags & IPE_VM_EXEC)
 		return 0;
 	if (!(prot & IPE_PROT_EXEC))
 		return 0;

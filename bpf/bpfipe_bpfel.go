@@ -60,17 +60,23 @@ type bpfipeIpeInodeState struct {
 }
 
 type bpfipeIpeRow struct {
-	_       structs.HostLayout
-	Verdict [27]uint32
+	_          structs.HostLayout
+	Verdict    [27]uint32
+	Generation uint32
+	Needs      uint32
+	Pad        uint32
+	Dv         bpfipeIpeDigest
+	Fv         bpfipeIpeDigest
 }
 
 type bpfipeIpeRowKey struct {
-	_    structs.HostLayout
-	Kind uint8
-	Op   uint8
-	Pad  uint16
-	Dv   bpfipeIpeDigest
-	Fv   bpfipeIpeDigest
+	_      structs.HostLayout
+	Kind   uint8
+	Op     uint8
+	Link   uint8
+	Pad    uint8
+	DvFold [2]uint32
+	FvFold [2]uint32
 }
 
 type bpfipeIpeScratch struct {
@@ -84,7 +90,7 @@ type bpfipeIpeScratch struct {
 		Dv           bpfipeIpeDigest
 		Fv           bpfipeIpeDigest
 	}
-	Key      bpfipeIpeRowKey
+	_        [4]byte
 	Fsverity [68]uint8
 	Alg      [40]uint8
 	Path     [512]uint8

@@ -12,6 +12,12 @@
 
 #include "maps.h"
 
+/* Hides v from the optimizer: so that a bound it can prove but the
+ * verifier cannot is still checked in the code, or so that arithmetic
+ * meant to be branch-free is not turned back into branches (each branch
+ * multiplies the paths the verifier walks). */
+#define ipe_opaque(v) asm volatile("" : "+r"(v))
+
 #define IPE_EACCES 13
 #define IPE_MAX_ERRNO 4095
 
@@ -24,10 +30,11 @@ struct ipe_decision {
 };
 
 /* Fill sc->subject for the operation's target (a struct file or NULL in the
- * LSM programs). Properties the settings mark unobservable may be left
- * unset: the decision ignores them. */
+ * LSM programs). Only the properties in needs (IPE_NEED_* of the op's BASE
+ * row) that the settings mark observable must be set: the decision ignores
+ * the others. */
 static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
-					__u8 hook, void *target);
+					__u8 hook, void *target, __u32 needs);
 /* Fill the file fields of an event (path, sid, sdev, ino). */
 static __always_inline void ipe_describe(struct ipe_event *e, struct ipe_scratch *sc, void *target);
 
@@ -50,28 +57,43 @@ static __always_inline void ipe_count(__u32 index)
 		__sync_fetch_and_add(counter, 1);
 }
 
+/* Claims slot i if it is free. */
+static __always_inline struct ipe_scratch *ipe_scratch_try(__u64 *busy, __u32 i, __u32 *slot)
+{
+	__u64 bit = 1ull << i;
+	struct ipe_scratch *sc;
+
+	if (__sync_fetch_and_or(busy, bit) & bit)
+		return NULL;
+	sc = bpf_map_lookup_elem(&scratch, &i);
+	if (!sc) {
+		__sync_fetch_and_and(busy, ~bit);
+		return NULL;
+	}
+	*slot = i;
+	return sc;
+}
+
+/* The first free slot, tried one by one without a loop: a loop counter
+ * that the compiler spills to the stack loses its bounds, and the verifier
+ * then walks the loop until it gives up. */
 static __always_inline struct ipe_scratch *ipe_scratch_get(__u64 **busy, __u32 *slot)
 {
+	struct ipe_scratch *sc;
 	__u32 zero = 0;
 
+	_Static_assert(IPE_SCRATCH_SLOTS == 4, "ipe_scratch_get tries four slots");
 	*busy = bpf_map_lookup_elem(&scratch_busy, &zero);
 	if (!*busy)
 		return NULL;
-	for (__u32 i = 0; i < IPE_SCRATCH_SLOTS; i++) {
-		__u64 bit = 1ull << i;
-		struct ipe_scratch *sc;
-
-		if (__sync_fetch_and_or(*busy, bit) & bit)
-			continue;
-		sc = bpf_map_lookup_elem(&scratch, &i);
-		if (!sc) {
-			__sync_fetch_and_and(*busy, ~bit);
-			return NULL;
-		}
-		*slot = i;
-		return sc;
-	}
-	return NULL;
+	sc = ipe_scratch_try(*busy, 0, slot);
+	if (!sc)
+		sc = ipe_scratch_try(*busy, 1, slot);
+	if (!sc)
+		sc = ipe_scratch_try(*busy, 2, slot);
+	if (!sc)
+		sc = ipe_scratch_try(*busy, 3, slot);
+	return sc;
 }
 
 static __always_inline void ipe_scratch_put(__u64 *busy, __u32 slot)
@@ -79,30 +101,101 @@ static __always_inline void ipe_scratch_put(__u64 *busy, __u32 slot)
 	__sync_fetch_and_and(busy, ~(1ull << (slot & (IPE_SCRATCH_SLOTS - 1))));
 }
 
-static __always_inline __u32 ipe_prop_state(bool observable, bool holds)
+/* One boolean property's state from used and holds, each 0 or 1:
+ * UNOBSERVABLE when not used, else TRUE or FALSE. A property the op's
+ * rules do not use stays UNOBSERVABLE, since the op's verdicts are the
+ * same in all three of its states. Arithmetic rather than branches: the
+ * verifier then walks one path with a bounded state, not 27 constants. */
+static __always_inline __u32 ipe_prop_state(__u32 used, __u32 holds)
 {
-	if (!observable)
-		return IPE_PROP_UNOBSERVABLE;
-	return holds ? IPE_PROP_TRUE : IPE_PROP_FALSE;
+	ipe_opaque(used);
+	ipe_opaque(holds);
+	return used * (IPE_PROP_FALSE - holds);
 }
 
-/* The verdict slot of the subject, as ipe.h defines it. */
-static __always_inline __u32 ipe_state(const struct ipe_subject *subj, __u32 observable)
+/* The verdict slot of the subject, as ipe.h defines it. The subject's
+ * flags are 0 or 1. */
+static __always_inline __u32 ipe_state(const struct ipe_subject *subj, __u32 observable, __u32 needs)
 {
-	bool file = subj->has_file;
+	__u32 file = subj->has_file & 1;
+	__u32 dv_sig_used = (needs / IPE_NEED_DV_SIGNATURE) & (observable / IPE_OBSERVE_DV_SIGNATURE) & 1;
+	__u32 fv_sig_used = (needs / IPE_NEED_FV_SIGNATURE) & (observable / IPE_OBSERVE_FV_SIGNATURE) & 1;
 
-	return ipe_prop_state(true, file && subj->boot_verified) +
-	       3 * ipe_prop_state(observable & IPE_OBSERVE_DV_SIGNATURE, file && subj->dv_signed) +
-	       9 * ipe_prop_state(observable & IPE_OBSERVE_FV_SIGNATURE, file && subj->fv_signed);
+	return ipe_prop_state((needs / IPE_NEED_BOOT_VERIFIED) & 1, file & subj->boot_verified & 1) +
+	       3 * ipe_prop_state(dv_sig_used, file & subj->dv_signed & 1) +
+	       9 * ipe_prop_state(fv_sig_used, file & subj->fv_signed & 1);
 }
 
-static __always_inline __u32 ipe_row_verdict(void *rows, const struct ipe_row_key *key, __u32 state)
-{
-	struct ipe_row *row = bpf_map_lookup_elem(rows, key);
+#define IPE_DIGEST_WORDS (sizeof(struct ipe_digest) / 4)
 
-	if (!row || state >= IPE_STATES)
+/* A digest's key: the XOR of the 32-bit words of the whole struct (length,
+ * algorithm, bytes), even ones into fold[0], odd ones into fold[1]
+ * (maps.Fold in Go). */
+static __always_inline void ipe_fold(const struct ipe_digest *d, __u32 fold[2])
+{
+	const __u32 *w = (const __u32 *)d;
+	__u32 even = 0, odd = 0;
+
+#pragma unroll
+	for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
+		if (i % 2)
+			odd ^= w[i];
+		else
+			even ^= w[i];
+	}
+	fold[0] = even;
+	fold[1] = odd;
+}
+
+/* Whole-digest equality (length, algorithm, bytes), branch-free. */
+static __always_inline bool ipe_digest_equal(const struct ipe_digest *a, const struct ipe_digest *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	__u32 diff = 0;
+
+#pragma unroll
+	for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
+		diff |= x[i] ^ y[i];
+		ipe_opaque(diff);
+	}
+	return diff == 0;
+}
+
+/* A row's verdict in state. The mask, which the optimizer cannot drop,
+ * bounds the index for the verifier even when it sees a copy of state
+ * spilled before the check (the row is larger than 32 verdicts). */
+static __always_inline __u32 ipe_verdict_in(const struct ipe_row *row, __u32 state)
+{
+	if (state >= IPE_STATES)
 		return IPE_NO_VERDICT;
-	return row->verdict[state];
+	ipe_opaque(state);
+	return row->verdict[state & 31];
+}
+
+/* The verdict of the row of kind for op and the subject's digests (dv, fv
+ * or both, NULL for the one the kind does not have), following the links
+ * of rows whose digests fold alike. */
+static __always_inline __u32 ipe_digest_verdict(void *rows, __u8 kind, __u8 op, const struct ipe_digest *dv,
+						const struct ipe_digest *fv, __u32 state)
+{
+	struct ipe_row_key key = { .kind = kind, .op = op };
+
+	if (dv)
+		ipe_fold(dv, key.dv_fold);
+	if (fv)
+		ipe_fold(fv, key.fv_fold);
+#pragma unroll
+	for (int link = 0; link < IPE_LINKS; link++) {
+		struct ipe_row *row;
+
+		key.link = link;
+		row = bpf_map_lookup_elem(rows, &key);
+		if (!row)
+			return IPE_NO_VERDICT;
+		if ((!dv || ipe_digest_equal(&row->dv, dv)) && (!fv || ipe_digest_equal(&row->fv, fv)))
+			return ipe_verdict_in(row, state);
+	}
+	return IPE_NO_VERDICT;
 }
 
 static __always_inline __u32 ipe_min(__u32 a, __u32 b)
@@ -110,78 +203,60 @@ static __always_inline __u32 ipe_min(__u32 a, __u32 b)
 	return a < b ? a : b;
 }
 
-/* A DEFAULT slot of the META row; anything but a valid action is unset
- * except that garbage denies rather than allows. */
-static __always_inline bool ipe_meta_default(const struct ipe_row *meta, __u32 slot, __u32 *action)
+/* The BASE row of op: every op has one, IPE_OP_INVALID included. */
+static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
 {
-	__u32 v;
+	struct ipe_row_key key = { .kind = IPE_ROW_BASE, .op = op };
 
-	if (!meta || slot > IPE_META_GLOBAL_DEFAULT)
-		return false;
-	v = meta->verdict[slot];
-	if (v == IPE_NO_VERDICT)
-		return false;
-	*action = v == IPE_ACTION_ALLOW ? IPE_ACTION_ALLOW : IPE_ACTION_DENY;
-	return true;
+	return bpf_map_lookup_elem(rows, &key);
 }
 
 /* IPE's ipe_evaluate_event over the tables: the smallest verdict of the
- * rows that exist for the subject, else the op's DEFAULT, else the global
- * DEFAULT, else (only possible for IPE_OP_INVALID) allow. */
-static __always_inline void ipe_decide(void *rows, struct ipe_scratch *sc, __u8 op, __u32 observable,
-				       struct ipe_decision *d)
+ * rows that exist for the subject, where the BASE row holds the DEFAULTs
+ * below every rule. */
+static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, struct ipe_scratch *sc, __u8 op,
+				       __u32 observable, struct ipe_decision *d)
 {
 	struct ipe_subject *subj = &sc->subject;
-	struct ipe_row_key *key = &sc->key;
-	__u32 best = IPE_NO_VERDICT, state;
-	struct ipe_row *meta;
+	__u32 best, state, needs;
 	bool dv, fv;
 
-	/* The META key is the all-zero key. */
-	__builtin_memset(key, 0, sizeof(*key));
-	meta = bpf_map_lookup_elem(rows, key);
 	d->decided = 1;
 	d->rule = 0;
-	d->generation = meta ? meta->verdict[IPE_META_GENERATION] : 0;
-
-	if (op < IPE_NUM_OPS) {
-		state = ipe_state(subj, observable);
-		dv = subj->has_file && (observable & IPE_OBSERVE_DV_ROOTHASH) && subj->dv.len;
-		fv = subj->has_file && (observable & IPE_OBSERVE_FV_DIGEST) && subj->fv.len;
-
-		key->op = op;
-		key->kind = IPE_ROW_BASE;
-		best = ipe_row_verdict(rows, key, state);
-		if (dv) {
-			key->kind = IPE_ROW_DV;
-			key->dv = subj->dv;
-			best = ipe_min(best, ipe_row_verdict(rows, key, state));
-		}
-		if (dv && fv) {
-			key->kind = IPE_ROW_DVFV;
-			key->fv = subj->fv;
-			best = ipe_min(best, ipe_row_verdict(rows, key, state));
-		}
-		if (fv) {
-			key->kind = IPE_ROW_FV;
-			__builtin_memset(&key->dv, 0, sizeof(key->dv));
-			key->fv = subj->fv;
-			best = ipe_min(best, ipe_row_verdict(rows, key, state));
-		}
-		if (best != IPE_NO_VERDICT) {
-			d->action = best & 1;
-			d->scope = IPE_SCOPE_RULE;
-			d->rule = best >> 1;
-			return;
-		}
-		if (ipe_meta_default(meta, op, &d->action)) {
-			d->scope = IPE_SCOPE_OP_DEFAULT;
-			return;
-		}
+	if (!base) {
+		/* Not a table the loader wrote: fail closed. */
+		d->generation = 0;
+		d->action = IPE_ACTION_DENY;
+		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
+		return;
 	}
-	d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
-	if (!ipe_meta_default(meta, IPE_META_GLOBAL_DEFAULT, &d->action))
-		d->action = IPE_ACTION_ALLOW;
+	needs = base->needs;
+	d->generation = base->generation;
+	state = ipe_state(subj, observable, needs);
+	best = ipe_verdict_in(base, state);
+
+	dv = subj->has_file && (observable & IPE_OBSERVE_DV_ROOTHASH) && subj->dv.len;
+	fv = subj->has_file && (observable & IPE_OBSERVE_FV_DIGEST) && subj->fv.len;
+	if (dv && (needs & IPE_NEED_DV_ROWS))
+		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DV, op, &subj->dv, NULL, state));
+	if (fv && (needs & IPE_NEED_FV_ROWS))
+		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_FV, op, NULL, &subj->fv, state));
+	if (dv && fv && (needs & IPE_NEED_DVFV_ROWS))
+		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DVFV, op, &subj->dv, &subj->fv, state));
+
+	d->action = best & 1;
+	if (best < IPE_VERDICT_OP_DEFAULT) {
+		d->scope = IPE_SCOPE_RULE;
+		d->rule = best >> 1;
+	} else if ((best & ~1u) == IPE_VERDICT_OP_DEFAULT) {
+		d->scope = IPE_SCOPE_OP_DEFAULT;
+	} else if ((best & ~1u) == IPE_VERDICT_GLOBAL_DEFAULT) {
+		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
+	} else {
+		/* A state without a verdict: not a table the loader wrote. */
+		d->action = IPE_ACTION_DENY;
+		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
+	}
 }
 
 static __always_inline void ipe_report(const struct ipe_decision *d, __u8 op, __u8 hook, __u32 enforcing,
@@ -217,6 +292,7 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	const struct ipe_settings *live;
 	struct ipe_settings cfg;
 	struct ipe_scratch *sc;
+	struct ipe_row *base;
 	__u32 zero = 0, slot = 0;
 	__u64 *busy;
 	void *rows;
@@ -242,8 +318,12 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 		return cfg.enforcing ? -IPE_EACCES : 0;
 	}
 
-	ipe_observe(sc, &cfg, hook, target);
-	ipe_decide(rows, sc, op, cfg.observable, &d);
+	/* Every op has a BASE row; anything else is IPE_OP_INVALID's. */
+	if (op > IPE_OP_INVALID)
+		op = IPE_OP_INVALID;
+	base = ipe_base_row(rows, op);
+	ipe_observe(sc, &cfg, hook, target, base ? base->needs : 0);
+	ipe_decide(rows, base, sc, op, cfg.observable, &d);
 	ipe_count(hook * 2 + (d.action & 1));
 	if (d.action == IPE_ACTION_DENY || cfg.success_audit)
 		ipe_report(&d, op, hook, cfg.enforcing, sc, target);

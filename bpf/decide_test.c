@@ -39,7 +39,7 @@ struct {
 static const char ipe_test_path[] = "decide_test";
 
 static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
-					__u8 hook, void *target)
+					__u8 hook, void *target, __u32 needs)
 {
 	struct ipe_test_ctx *t = target;
 

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,16 +32,50 @@ func state(bv, dvSig, fvSig uint32) uint32 { return bv + 3*dvSig + 9*fvSig }
 
 func verdict(rule uint32, a policy.Action) uint32 { return rule<<1 | uint32(a) }
 
-func rowKey(kind uint8, op policy.Op, dv, fv *Digest) RowKey {
-	k := RowKey{Kind: kind, Op: uint8(op)}
-	if dv != nil {
-		k.Dv = *dv
+// fold is maps.Fold, which this package cannot import: the XOR of the
+// 32-bit words of the whole digest struct, even ones into the first half,
+// odd ones into the second. Written again here, it also checks decide.h's.
+func fold(d *Digest) [2]uint32 {
+	var raw bytes.Buffer
+	if err := binary.Write(&raw, binary.NativeEndian, d); err != nil {
+		panic(err)
 	}
-	if fv != nil {
-		k.Fv = *fv
+	var f [2]uint32
+	for i := 0; i+4 <= raw.Len(); i += 4 {
+		f[i/4%2] ^= binary.NativeEndian.Uint32(raw.Bytes()[i:])
+	}
+	return f
+}
+
+// tableRow is one row of a hand-assembled table: a rule row of kind for op
+// (BASE rows hold the rules without a digest) with the digests its kind
+// has, at link.
+type tableRow struct {
+	kind   uint8
+	op     policy.Op
+	dv, fv *Digest
+	link   uint8
+	row    Row
+}
+
+func ruleRow(kind uint8, op policy.Op, dv, fv *Digest, row Row) tableRow {
+	return tableRow{kind: kind, op: op, dv: dv, fv: fv, row: row}
+}
+
+func (r tableRow) key() RowKey {
+	k := RowKey{Kind: r.kind, Op: uint8(r.op), Link: r.link}
+	if r.dv != nil {
+		k.DvFold = fold(r.dv)
+	}
+	if r.fv != nil {
+		k.FvFold = fold(r.fv)
 	}
 	return k
 }
+
+// allNeeds makes a BASE row ask for every property and row kind, so a
+// hand-assembled table is decided on the whole state.
+const allNeeds = NeedBootVerified | NeedDMVeritySignature | NeedFSVeritySignature | NeedDVRows | NeedFVRows | NeedDVFVRows
 
 // emptyRow has no verdict in any state.
 func emptyRow() Row {
@@ -69,24 +104,44 @@ func only(v uint32, states ...uint32) Row {
 	return r
 }
 
-// meta is a META row; a nil action leaves its DEFAULT unset.
-func meta(generation uint32, global *policy.Action, perOp map[policy.Op]policy.Action) (RowKey, Row) {
-	r := emptyRow()
-	r.Verdict[MetaGeneration] = generation
-	if global != nil {
-		r.Verdict[MetaGlobalDefault] = uint32(*global)
-	}
-	for op, a := range perOp {
-		r.Verdict[op] = uint32(a)
-	}
-	return RowKey{Kind: RowKindMeta}, r
-}
-
 func action(a policy.Action) *policy.Action { return &a }
 
-func withMeta(rows map[RowKey]Row, generation uint32, global *policy.Action, perOp map[policy.Op]policy.Action) map[RowKey]Row {
-	k, r := meta(generation, global, perOp)
-	rows[k] = r
+// table assembles a policy's rows as maps.Compile lays them out: a BASE row
+// for every op, IPE_OP_INVALID included, with the op's DEFAULT (else the
+// global one, else an allow) below its digest-free rules, the generation
+// and allNeeds; then the digest rows.
+func table(generation uint32, global *policy.Action, perOp map[policy.Op]policy.Action, rules ...tableRow) map[RowKey]Row {
+	rows := map[RowKey]Row{}
+	for op := range policy.OpInvalid + 1 {
+		v := VerdictGlobalDefault | ActionAllow
+		if global != nil {
+			v = VerdictGlobalDefault | uint32(*global)
+		}
+		if a, ok := perOp[op]; ok {
+			v = VerdictOpDefault | uint32(a)
+		}
+		base := everywhere(v)
+		base.Generation, base.Needs = generation, allNeeds
+		rows[RowKey{Kind: RowKindBase, Op: uint8(op)}] = base
+	}
+	for _, r := range rules {
+		if r.kind == RowKindBase {
+			base := rows[r.key()]
+			for s, v := range r.row.Verdict {
+				base.Verdict[s] = min(base.Verdict[s], v)
+			}
+			rows[r.key()] = base
+			continue
+		}
+		row := r.row
+		if r.dv != nil {
+			row.Dv = *r.dv
+		}
+		if r.fv != nil {
+			row.Fv = *r.fv
+		}
+		rows[r.key()] = row
+	}
 	return rows
 }
 
@@ -122,11 +177,11 @@ func TestNoPolicyAllowsUndecided(t *testing.T) {
 func TestDecisionScopes(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
-	rows := withMeta(map[RowKey]Row{
+	rows := table(41, action(policy.Allow), map[policy.Op]policy.Action{policy.OpFirmware: policy.Deny},
 		// Rule 3: op=EXECUTE boot_verified=TRUE action=DENY, with both
 		// signatures observable and FALSE.
-		rowKey(RowKindBase, policy.OpExecute, nil, nil): only(verdict(3, policy.Deny), state(PropTrue, PropFalse, PropFalse)),
-	}, 41, action(policy.Allow), map[policy.Op]policy.Action{policy.OpFirmware: policy.Deny})
+		ruleRow(RowKindBase, policy.OpExecute, nil, nil, only(verdict(3, policy.Deny), state(PropTrue, PropFalse, PropFalse))),
+	)
 	h.SetPolicy(rows)
 
 	tests := []struct {
@@ -154,18 +209,18 @@ func TestDecisionScopes(t *testing.T) {
 func TestFirstRuleInFileOrderWins(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
-	rows := withMeta(map[RowKey]Row{
+	rows := table(1, action(policy.Deny), nil,
 		// 0: op=EXECUTE dmverity_roothash=A action=DENY (a revocation)
 		// 1: op=EXECUTE action=ALLOW
 		// 2: op=EXECUTE fsverity_digest=A action=DENY (never reached)
 		// 3: op=EXECUTE dmverity_roothash=B fsverity_digest=A action=DENY (never reached)
-		rowKey(RowKindDV, policy.OpExecute, dvA, nil):   everywhere(verdict(0, policy.Deny)),
-		rowKey(RowKindBase, policy.OpExecute, nil, nil): everywhere(verdict(1, policy.Allow)),
-		rowKey(RowKindFV, policy.OpExecute, nil, fvA):   everywhere(verdict(2, policy.Deny)),
-		rowKey(RowKindDVFV, policy.OpExecute, dvB, fvA): everywhere(verdict(3, policy.Deny)),
+		ruleRow(RowKindDV, policy.OpExecute, dvA, nil, everywhere(verdict(0, policy.Deny))),
+		ruleRow(RowKindBase, policy.OpExecute, nil, nil, everywhere(verdict(1, policy.Allow))),
+		ruleRow(RowKindFV, policy.OpExecute, nil, fvA, everywhere(verdict(2, policy.Deny))),
+		ruleRow(RowKindDVFV, policy.OpExecute, dvB, fvA, everywhere(verdict(3, policy.Deny))),
 		// op=KMODULE: 4: dmverity_roothash=B fsverity_digest=A action=ALLOW
-		rowKey(RowKindDVFV, policy.OpKmodule, dvB, fvA): everywhere(verdict(4, policy.Allow)),
-	}, 1, action(policy.Deny), nil)
+		ruleRow(RowKindDVFV, policy.OpKmodule, dvB, fvA, everywhere(verdict(4, policy.Allow))),
+	)
 	h.SetPolicy(rows)
 
 	tests := []struct {
@@ -196,15 +251,15 @@ func TestFirstRuleInFileOrderWins(t *testing.T) {
 
 func TestUnobservableProperties(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	rows := withMeta(map[RowKey]Row{
+	rows := table(1, action(policy.Deny), nil,
 		// 0: op=EXECUTE boot_verified=TRUE action=ALLOW, compiled for a
 		// kernel that observes neither signature.
-		rowKey(RowKindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(PropTrue, PropUnobservable, PropUnobservable)),
+		ruleRow(RowKindBase, policy.OpExecute, nil, nil, only(verdict(0, policy.Allow), state(PropTrue, PropUnobservable, PropUnobservable))),
 		// 1: op=EXECUTE dmverity_roothash=A action=ALLOW
-		rowKey(RowKindDV, policy.OpExecute, dvA, nil): everywhere(verdict(1, policy.Allow)),
+		ruleRow(RowKindDV, policy.OpExecute, dvA, nil, everywhere(verdict(1, policy.Allow))),
 		// 2: op=EXECUTE fsverity_digest=A action=ALLOW
-		rowKey(RowKindFV, policy.OpExecute, nil, fvA): everywhere(verdict(2, policy.Allow)),
-	}, 1, action(policy.Deny), nil)
+		ruleRow(RowKindFV, policy.OpExecute, nil, fvA, everywhere(verdict(2, policy.Allow))),
+	)
 	h.SetPolicy(rows)
 	signedBoot := TestSubject{HasFile: true, BootVerified: true, DVSigned: true, FVSigned: true}
 
@@ -237,32 +292,131 @@ func TestUnobservableProperties(t *testing.T) {
 func TestInvalidOpTakesGlobalDefault(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
-	rowsFor := func(global *policy.Action) map[RowKey]Row {
-		// Rows under the invalid op's number must be ignored: only the
-		// global DEFAULT decides it. (Its number is also the META slot of
-		// the global DEFAULT, so it cannot have an op DEFAULT.)
-		return withMeta(map[RowKey]Row{
-			rowKey(RowKindBase, policy.OpInvalid, nil, nil): everywhere(verdict(0, policy.Allow)),
-		}, 9, global, nil)
+	for _, tc := range []struct {
+		name   string
+		global *policy.Action
+		want   DecideResult
+	}{
+		{"global DEFAULT DENY", action(policy.Deny), DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeGlobalDefault, Generation: 9}},
+		{"no global DEFAULT", nil, DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: ScopeGlobalDefault, Generation: 9}},
+	} {
+		// Op DEFAULTs of every nameable op must not leak into the
+		// invalid op's decision.
+		perOp := map[policy.Op]policy.Action{}
+		for _, op := range policy.Ops() {
+			perOp[op] = policy.Allow
+			if tc.global == nil {
+				perOp[op] = policy.Deny
+			}
+		}
+		h.SetPolicy(table(9, tc.global, perOp))
+		if got := h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{}); got != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A table the loader did not write, one without the op's BASE row or with
+// a state that has no verdict, denies rather than allows.
+func TestIncompleteTableFailsClosed(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	rows := table(3, action(policy.Allow), nil)
+	delete(rows, RowKey{Kind: RowKindBase, Op: uint8(policy.OpExecute)})
+	h.SetPolicy(rows)
+	want := DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeGlobalDefault}
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got != want {
+		t.Errorf("no BASE row: got %+v, want %+v", got, want)
 	}
 
-	h.SetPolicy(rowsFor(action(policy.Deny)))
-	got := h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{})
-	want := DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeGlobalDefault, Generation: 9}
-	if got != want {
-		t.Errorf("global DEFAULT DENY: got %+v, want %+v", got, want)
+	rows = table(3, action(policy.Allow), nil)
+	base := rows[RowKey{Kind: RowKindBase, Op: uint8(policy.OpKmodule)}]
+	base.Verdict[state(PropFalse, PropFalse, PropFalse)] = NoVerdict
+	rows[RowKey{Kind: RowKindBase, Op: uint8(policy.OpKmodule)}] = base
+	h.SetPolicy(rows)
+	want.Generation = 3
+	if got := h.Run(uint8(policy.OpKmodule), HookKernelRead, TestSubject{HasFile: true}); got != want {
+		t.Errorf("a state without a verdict: got %+v, want %+v", got, want)
 	}
+}
 
-	h.SetPolicy(rowsFor(nil))
-	got = h.Run(uint8(policy.OpInvalid), HookKernelLoad, TestSubject{})
-	want = DecideResult{RC: 0, Decided: true, Action: uint32(policy.Allow), Scope: ScopeGlobalDefault, Generation: 9}
-	if got != want {
-		t.Errorf("no global DEFAULT: got %+v, want %+v", got, want)
+// Digests that fold alike share a key but for its link; the decision
+// must follow the links to the row whose whole digest is the file's, and
+// match none when no row's is.
+func TestDigestsThatFoldAlikeAreToldApart(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	// Words 0 and 2 both go into the first half of the fold, so moving a
+	// bit from one to the other keeps the fold.
+	first := digest("sha256", 0x10, 0, 0, 0, 0, 0, 0, 0, 0x01)
+	second := digest("sha256", 0x11, 0, 0, 0, 0, 0, 0, 0, 0x00)
+	third := digest("sha256", 0x01, 0, 0, 0, 0, 0, 0, 0, 0x10)
+	stranger := digest("sha256", 0x00, 0, 0, 0, 0, 0, 0, 0, 0x11)
+	for _, d := range []*Digest{second, third, stranger} {
+		if fold(d) != fold(first) {
+			t.Fatalf("test digests do not fold alike: %x and %x", fold(d), fold(first))
+		}
+	}
+	linked := func(link uint8, r tableRow) tableRow { r.link = link; return r }
+	h.SetPolicy(table(1, action(policy.Deny), nil,
+		linked(0, ruleRow(RowKindDV, policy.OpExecute, first, nil, everywhere(verdict(0, policy.Allow)))),
+		linked(1, ruleRow(RowKindDV, policy.OpExecute, second, nil, everywhere(verdict(1, policy.Deny)))),
+		linked(2, ruleRow(RowKindDV, policy.OpExecute, third, nil, everywhere(verdict(2, policy.Allow)))),
+	))
+	for _, tc := range []struct {
+		name      string
+		dv        *Digest
+		wantScope uint32
+		wantRule  uint32
+	}{
+		{"link 0", first, ScopeRule, 0},
+		{"link 1", second, ScopeRule, 1},
+		{"link 2", third, ScopeRule, 2},
+		{"same fold, no row", stranger, ScopeGlobalDefault, 0},
+	} {
+		got := h.Run(uint8(policy.OpExecute), HookBprmCheck, TestSubject{HasFile: true, DV: tc.dv})
+		if got.Scope != tc.wantScope || got.Rule != tc.wantRule {
+			t.Errorf("%s: got %+v, want scope %d rule %d", tc.name, got, tc.wantScope, tc.wantRule)
+		}
+	}
+}
+
+// The BASE row's needs decide which rows are consulted: rows of a kind the
+// op does not need are not looked up, and a signature no rule uses is not
+// part of the state.
+func TestNeedsSelectWhatIsConsulted(t *testing.T) {
+	h := NewDecideHarness(t, 0)
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	rows := table(1, action(policy.Deny), nil,
+		ruleRow(RowKindDV, policy.OpExecute, dvA, nil, everywhere(verdict(0, policy.Allow))),
+		// Holds only where dmverity_signature is UNOBSERVABLE.
+		ruleRow(RowKindBase, policy.OpExecute, nil, nil, only(verdict(1, policy.Allow), state(PropFalse, PropUnobservable, PropFalse))),
+	)
+	key := RowKey{Kind: RowKindBase, Op: uint8(policy.OpExecute)}
+	subj := TestSubject{HasFile: true, DV: dvA}
+	for _, tc := range []struct {
+		name     string
+		needs    uint32
+		wantRule uint32
+		scope    uint32
+	}{
+		{"everything", allNeeds, 0, ScopeRule},
+		{"no DV rows: the signature still counts", allNeeds &^ NeedDVRows, 0, ScopeGlobalDefault},
+		{"no DV rows, no signature", NeedBootVerified | NeedFSVeritySignature, 1, ScopeRule},
+	} {
+		base := rows[key]
+		base.Needs = tc.needs
+		rows[key] = base
+		h.SetPolicy(rows)
+		got := h.Run(uint8(policy.OpExecute), HookMmap, subj)
+		if got.Scope != tc.scope || got.Rule != tc.wantRule {
+			t.Errorf("%s: got %+v, want scope %d rule %d", tc.name, got, tc.scope, tc.wantRule)
+		}
 	}
 }
 
 func denyAll(generation uint32) map[RowKey]Row {
-	return withMeta(map[RowKey]Row{}, generation, action(policy.Deny), nil)
+	return table(generation, action(policy.Deny), nil)
 }
 
 func TestPermissiveReportsButAllows(t *testing.T) {
@@ -288,7 +442,7 @@ func TestPermissiveReportsButAllows(t *testing.T) {
 
 func TestSuccessAudit(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	allowAll := withMeta(map[RowKey]Row{}, 2, action(policy.Allow), nil)
+	allowAll := table(2, action(policy.Allow), nil)
 	h.SetPolicy(allowAll)
 
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
@@ -319,9 +473,9 @@ func cString(b []byte) string {
 func TestEventFields(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
-	h.SetPolicy(withMeta(map[RowKey]Row{
-		rowKey(RowKindFV, policy.OpKexecImage, nil, fvA): everywhere(verdict(6, policy.Deny)),
-	}, 77, action(policy.Allow), nil))
+	h.SetPolicy(table(77, action(policy.Allow), nil,
+		ruleRow(RowKindFV, policy.OpKexecImage, nil, fvA, everywhere(verdict(6, policy.Deny))),
+	))
 	comm, err := os.ReadFile("/proc/thread-self/comm")
 	if err != nil {
 		t.Fatalf("read own comm: %v", err)
@@ -364,9 +518,9 @@ func TestEventFields(t *testing.T) {
 func TestCountersPerHookAndAction(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
-	h.SetPolicy(withMeta(map[RowKey]Row{
-		rowKey(RowKindBase, policy.OpExecute, nil, nil): only(verdict(0, policy.Allow), state(PropTrue, PropFalse, PropFalse)),
-	}, 1, action(policy.Deny), nil))
+	h.SetPolicy(table(1, action(policy.Deny), nil,
+		ruleRow(RowKindBase, policy.OpExecute, nil, nil, only(verdict(0, policy.Allow), state(PropTrue, PropFalse, PropFalse))),
+	))
 
 	want := [NumCounters]uint64{}
 	for hook := range uint8(NumHooks) {
@@ -412,7 +566,7 @@ func TestFullRingBufferCountsDroppedEvents(t *testing.T) {
 
 func TestScratchSlots(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetPolicy(withMeta(map[RowKey]Row{}, 1, action(policy.Allow), nil))
+	h.SetPolicy(table(1, action(policy.Allow), nil))
 	const allSlots = 1<<scratchSlots - 1
 
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})

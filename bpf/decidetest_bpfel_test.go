@@ -47,26 +47,9 @@ type decidetestIpeInodeState struct {
 }
 
 type decidetestIpeScratch struct {
-	_       structs.HostLayout
-	Subject decidetestIpeSubject
-	Key     struct {
-		_    structs.HostLayout
-		Kind uint8
-		Op   uint8
-		Pad  uint16
-		Dv   struct {
-			_     structs.HostLayout
-			Len   uint32
-			Alg   [32]uint8
-			Bytes [64]uint8
-		}
-		Fv struct {
-			_     structs.HostLayout
-			Len   uint32
-			Alg   [32]uint8
-			Bytes [64]uint8
-		}
-	}
+	_        structs.HostLayout
+	Subject  decidetestIpeSubject
+	_        [4]byte
 	Fsverity [68]uint8
 	Alg      [40]uint8
 	Path     [512]uint8

@@ -16,6 +16,11 @@ import (
 var (
 	dvPool = []policy.Digest{
 		{Alg: "sha256", Bytes: []byte{0xd1, 0x01}},
+		// Three that fold alike (words 0 and 2 of the bytes go into the
+		// same half): linked rows.
+		{Alg: "sha256", Bytes: []byte{0xd1, 0x01, 0, 0, 0, 0, 0, 0, 0x00}},
+		{Alg: "sha256", Bytes: []byte{0xd0, 0x01, 0, 0, 0, 0, 0, 0, 0x01}},
+		{Alg: "sha256", Bytes: []byte{0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xd1}},
 		{Alg: "sha256", Bytes: []byte{0xd2, 0x02}},
 		{Alg: "sha512", Bytes: []byte{0xd1, 0x01}},
 	}

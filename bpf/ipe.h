@@ -16,16 +16,27 @@
  * matching rule, and stores it in a verdict row keyed by the rule's digest
  * conditions:
  *
- *   BASE  (op)                         rules with no digest condition
+ *   BASE  (op)                         rules with no digest condition, and
+ *                                      below them the op's DEFAULT, else the
+ *                                      global one; a row for every op,
+ *                                      IPE_OP_INVALID included
  *   DV    (op, dm-verity root hash)    rules with only a dmverity_roothash
  *   FV    (op, fs-verity digest)       rules with only an fsverity_digest
  *   DVFV  (op, root hash, digest)      rules with both
- *   META  (op = 0)                     the DEFAULTs and the policy generation
  *
- * A decision is at most five hash lookups, whatever the number of rules: the
+ * A decision is at most four hash lookups, whatever the number of rules: the
  * smallest verdict of the rows that exist for the file is the first matching
- * rule in file order, exactly as IPE's linear walk finds it.
- */
+ * rule in file order, exactly as IPE's linear walk finds it, and a DEFAULT
+ * encodes above every rule. The BASE row also says which properties the op's
+ * rules use (IPE_NEED_*), so a decision neither reads what no rule asks
+ * about nor looks for rows the op does not have.
+ *
+ * Keys are short, since hashing the key is most of a lookup's cost: a digest
+ * is represented by its fold (the XOR of its 32-bit words, alternately into
+ * the two halves), and the row carries the whole digest, which the decision
+ * compares. Rows whose digests fold alike are told apart by link, 0 to
+ * IPE_LINKS - 1, and the decision tries each link in turn.
+  */
 #ifndef BPFIPE_IPE_H
 #define BPFIPE_IPE_H
 
@@ -50,17 +61,26 @@
 #define IPE_DIGEST_MAX 64  /* HASH_MAX_DIGESTSIZE */
 
 /* A verdict: (rule index << 1 | action), so the smallest verdict is the
- * first rule in file order. IPE_NO_VERDICT: no rule of the row matches. */
+ * first rule in file order; a DEFAULT is (IPE_VERDICT_*_DEFAULT | action),
+ * above every rule's. IPE_NO_VERDICT: no rule of the row matches. */
+#define IPE_VERDICT_OP_DEFAULT 0xfffffff8u
+#define IPE_VERDICT_GLOBAL_DEFAULT 0xfffffffau
 #define IPE_NO_VERDICT 0xffffffffu
 #define IPE_ACTION_DENY 0
 #define IPE_ACTION_ALLOW 1
 
-/* META row slots. */
-#define IPE_META_GLOBAL_DEFAULT 7 /* slots 0..6: per-op DEFAULT action */
-#define IPE_META_GENERATION 8     /* policy generation, echoed in events */
+/* What the rules of an op use, in its BASE row's needs. */
+#define IPE_NEED_BOOT_VERIFIED (1u << 0)
+#define IPE_NEED_DV_SIGNATURE (1u << 1)
+#define IPE_NEED_FV_SIGNATURE (1u << 2)
+#define IPE_NEED_DV_ROWS (1u << 3)
+#define IPE_NEED_FV_ROWS (1u << 4)
+#define IPE_NEED_DVFV_ROWS (1u << 5)
+
+/* Rows of one kind and op whose digests fold alike (see above). */
+#define IPE_LINKS 4
 
 enum ipe_row_kind {
-	IPE_ROW_META = 0,
 	IPE_ROW_BASE = 1,
 	IPE_ROW_DV = 2,
 	IPE_ROW_FV = 3,
@@ -76,13 +96,19 @@ struct ipe_digest {
 struct ipe_row_key {
 	__u8 kind; /* enum ipe_row_kind */
 	__u8 op;
-	__u16 pad; /* always zero */
-	struct ipe_digest dv;
-	struct ipe_digest fv;
+	__u8 link; /* 0 to IPE_LINKS - 1 */
+	__u8 pad;  /* always zero */
+	__u32 dv_fold[2]; /* DV, DVFV rows; else zero */
+	__u32 fv_fold[2]; /* FV, DVFV rows; else zero */
 };
 
 struct ipe_row {
 	__u32 verdict[IPE_STATES];
+	__u32 generation; /* BASE rows: the policy's, echoed in events */
+	__u32 needs;      /* BASE rows: IPE_NEED_* of the op */
+	__u32 pad;
+	struct ipe_digest dv; /* DV, DVFV rows: the whole root hash; else zero */
+	struct ipe_digest fv; /* FV, DVFV rows: the whole digest; else zero */
 };
 
 /* What dm-verity established for one block device. */

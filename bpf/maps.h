@@ -102,7 +102,6 @@ struct ipe_subject {
 
 struct ipe_scratch {
 	struct ipe_subject subject;
-	struct ipe_row_key key;
 	/* struct fsverity_digest as bpf_get_fsverity_digest fills it. */
 	__u8 fsverity[4 + IPE_DIGEST_MAX] __attribute__((aligned(8)));
 	/* Room to tell an algorithm name of IPE_ALG_LEN bytes from a longer one. */

@@ -99,7 +99,7 @@ func (p paths) finishUpdate(live uint32) error {
 	return nil
 }
 
-// liveGeneration reads the generation from the META row of the rows in the
+// liveGeneration reads the generation from a BASE row of the rows in the
 // policy slot; installed is false when the slot is empty.
 func liveGeneration(policyMap *ebpf.Map) (generation uint32, installed bool, err error) {
 	var rows *ebpf.Map
@@ -111,9 +111,9 @@ func liveGeneration(policyMap *ebpf.Map) (generation uint32, installed bool, err
 		return 0, false, fmt.Errorf("read policy slot: %w", err)
 	}
 	defer rows.Close()
-	var meta bpf.Row
-	if err := rows.Lookup(bpf.RowKey{}, &meta); err != nil {
-		return 0, true, fmt.Errorf("read META row of the policy in force: %w", err)
+	var base bpf.Row
+	if err := rows.Lookup(bpf.RowKey{Kind: bpf.RowKindBase}, &base); err != nil {
+		return 0, true, fmt.Errorf("read a BASE row of the policy in force: %w", err)
 	}
-	return meta.Verdict[bpf.MetaGeneration], true, nil
+	return base.Generation, true, nil
 }

@@ -177,11 +177,11 @@ func activeRows(t *testing.T, r *Running) map[bpf.RowKey]bpf.Row {
 func generationOf(t *testing.T, r *Running) uint32 {
 	t.Helper()
 	for k, v := range activeRows(t, r) {
-		if k.Kind == uint8(maps.KindMeta) {
-			return v.Verdict[bpf.MetaGeneration]
+		if k.Kind == uint8(maps.KindBase) {
+			return v.Generation
 		}
 	}
-	t.Fatal("no META row")
+	t.Fatal("no BASE row")
 	return 0
 }
 

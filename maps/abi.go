@@ -10,18 +10,16 @@ import "github.com/bpfipe/bpfipe/bpf"
 type RowKind uint8
 
 const (
-	KindMeta = RowKind(bpf.RowKindMeta)
 	KindBase = RowKind(bpf.RowKindBase)
 	KindDV   = RowKind(bpf.RowKindDV)
 	KindFV   = RowKind(bpf.RowKindFV)
 	KindDVFV = RowKind(bpf.RowKindDVFV)
 )
 
-// NumRowKinds is the number of row kinds.
+// NumRowKinds bounds the row kinds, which start at 1.
 const NumRowKinds = 5
 
 var kindNames = [NumRowKinds]string{
-	KindMeta: "META",
 	KindBase: "BASE",
 	KindDV:   "DV",
 	KindFV:   "FV",
@@ -29,7 +27,7 @@ var kindNames = [NumRowKinds]string{
 }
 
 func (k RowKind) String() string {
-	if int(k) < len(kindNames) {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
 		return kindNames[k]
 	}
 	return "UNKNOWN"

@@ -8,8 +8,9 @@ import (
 )
 
 func TestRowBytesMatchesHeaderLayout(t *testing.T) {
-	// kind, op, pad (4) + two digests of len (4) + alg + bytes; value: the verdicts.
-	if want := 4 + 2*(4+bpf.AlgLen+bpf.DigestMax) + 4*bpf.NumStates; RowBytes != want {
+	// Key: kind, op, link, pad (4) and two folds (16). Value: the verdicts,
+	// generation, needs, pad, and two digests of len (4), alg and bytes.
+	if want := 4 + 16 + 4*bpf.NumStates + 12 + 2*(4+bpf.AlgLen+bpf.DigestMax); RowBytes != want {
 		t.Errorf("RowBytes = %d, want %d", RowBytes, want)
 	}
 }

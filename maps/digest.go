@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"encoding/binary"
 	"strings"
 
 	"github.com/bpfipe/bpfipe/bpf"
@@ -38,4 +39,23 @@ func encodeDigest(d policy.Digest) (bpf.Digest, string) {
 	copy(enc.Alg[:], d.Alg)
 	copy(enc.Bytes[:], d.Bytes)
 	return enc, ""
+}
+
+// Fold is a digest's part of a row key, as the BPF programs compute it
+// (ipe_fold in decide.h): the XOR of the 32-bit words of the whole Digest
+// (length, algorithm name and bytes, in its memory layout), the
+// even-numbered words into the first half and the odd-numbered into the
+// second. A decision hashes a 20-byte key instead of a 204-byte one (the
+// hashing is most of a lookup's cost) and compares the whole digest, which
+// the row carries.
+func Fold(d bpf.Digest) [2]uint32 {
+	var raw [4 + bpf.AlgLen + bpf.DigestMax]byte
+	binary.NativeEndian.PutUint32(raw[:], d.Len)
+	copy(raw[4:], d.Alg[:])
+	copy(raw[4+bpf.AlgLen:], d.Bytes[:])
+	var fold [2]uint32
+	for i := 0; i < len(raw); i += 4 {
+		fold[i/4%2] ^= binary.NativeEndian.Uint32(raw[i:])
+	}
+	return fold
 }

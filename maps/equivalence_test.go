@@ -16,10 +16,13 @@ var (
 )
 
 // kernelDigests are digests a kernel can report for a file: short names,
-// non-empty. Some differ only in name case, length or one byte, so that
-// near misses are tried.
+// non-empty. Some differ only in name case, length or one byte, and the
+// second and third fold as the first (the 1 moves between words that go
+// into the same half), so that near misses and linked rows are tried.
 var kernelDigests = []policy.Digest{
 	digest("sha256", "aa00000000000000000000000000000000000000000000000000000000000001"),
+	digest("sha256", "aa00000000000001000000000000000000000000000000000000000000000000"),
+	digest("sha256", "aa00000000000000000000000000000100000000000000000000000000000000"),
 	digest("sha256", "aa00000000000000000000000000000000000000000000000000000000000002"),
 	digest("sha256", "aa000000000000000000000000000000"),
 	digest("SHA256", "aa00000000000000000000000000000000000000000000000000000000000001"),
@@ -126,6 +129,7 @@ func TestLookupEqualsEvaluate(t *testing.T) {
 	}
 	var decisions, byRule [3]int
 	var byRow [NumRowKinds]int
+	linkedRows := 0
 	for n := range policies {
 		r := rand.New(rand.NewPCG(seed, uint64(n)))
 		p := randomPolicy(r)
@@ -134,6 +138,11 @@ func TestLookupEqualsEvaluate(t *testing.T) {
 			t.Fatalf("seed %d policy %d: Compile: %v\n%s", seed, n, err, describe(p))
 		}
 		checkKeysZeroed(t, tables)
+		for _, e := range tables.Rows {
+			if e.Key.Link > 0 {
+				linkedRows++
+			}
+		}
 		for range subjects {
 			subj, obs := randomSubject(r)
 			op := policy.Op(r.IntN(policy.NumOps + 1))
@@ -145,8 +154,8 @@ func TestLookupEqualsEvaluate(t *testing.T) {
 			decisions[want.Scope]++
 			if want.Scope == policy.ScopeRule {
 				byRule[want.Action]++
-				key, _, _ := compileRule(want.Rule)
-				byRow[key.Kind]++
+				id, _, _, _ := compileRule(want.Rule)
+				byRow[id.kind]++
 			}
 			if got.Action != want.Action || got.Scope != want.Scope ||
 				(want.Scope == policy.ScopeRule && got.RuleIndex != uint32(want.Rule.Index)) {
@@ -172,6 +181,9 @@ func TestLookupEqualsEvaluate(t *testing.T) {
 		if byRow[kind] < total/1000 {
 			t.Errorf("rules of %s rows decided only %d of %d lookups; the generator needs rebalancing", kind, byRow[kind], total)
 		}
+	}
+	if linkedRows < policies/10 {
+		t.Errorf("only %d rows at a link above 0 in %d policies; the generator needs digests that fold alike", linkedRows, policies)
 	}
 	if byRule[policy.Deny] < total/50 || byRule[policy.Allow] < total/50 {
 		t.Errorf("rules decided deny %d and allow %d times; the generator needs rebalancing", byRule[policy.Deny], byRule[policy.Allow])

@@ -46,23 +46,33 @@ func newPolicy(global *policy.Action, rules ...policy.Rule) *policy.Policy {
 	return p
 }
 
-// checkKeysZeroed asserts that no key carries bytes the BPF side, which
-// memsets its key before filling it, would not also have.
+// checkKeysZeroed asserts that no key or row carries bytes the BPF side,
+// which zeroes its keys and compares whole digests, would not also have,
+// and that every key's folds are its row's digests'.
 func checkKeysZeroed(t *testing.T, tables *Tables) {
 	t.Helper()
 	for _, e := range tables.Rows {
 		k := e.Key
-		if k.Pad != 0 {
-			t.Errorf("key %v: pad %d", k, k.Pad)
+		if k.Pad != 0 || k.Link >= bpf.Links {
+			t.Errorf("key %+v: pad %d, link %d", k, k.Pad, k.Link)
 		}
 		kind := RowKind(k.Kind)
 		hasDV := kind == KindDV || kind == KindDVFV
 		hasFV := kind == KindFV || kind == KindDVFV
-		if kind == KindMeta && k.Op != 0 {
-			t.Errorf("META key has op %d", k.Op)
+		if kind == KindBase && k.Link != 0 {
+			t.Errorf("BASE key %+v has a link", k)
 		}
-		checkDigestZeroed(t, "dv", k.Dv, hasDV)
-		checkDigestZeroed(t, "fv", k.Fv, hasFV)
+		if kind != KindBase && (e.Row.Generation != 0 || e.Row.Needs != 0) {
+			t.Errorf("%s row %+v carries BASE fields", kind, e.Row)
+		}
+		if e.Row.Pad != 0 {
+			t.Errorf("row %+v: pad %d", k, e.Row.Pad)
+		}
+		checkDigestZeroed(t, "dv", e.Row.Dv, hasDV)
+		checkDigestZeroed(t, "fv", e.Row.Fv, hasFV)
+		if k.DvFold != Fold(e.Row.Dv) || k.FvFold != Fold(e.Row.Fv) {
+			t.Errorf("key %+v does not fold its row's digests", k)
+		}
 	}
 }
 

@@ -14,51 +14,71 @@ type Verdict struct {
 }
 
 // Lookup decides op for subj from the rows alone, exactly as the BPF
-// programs do: at most five hash lookups whatever the policy's size. It
-// is the Go model of the kernel side that the tests hold equal to
-// policy.Evaluate.
+// programs do (ipe_decide in decide.h): the op's BASE row, then a row of
+// each digest kind the op has and the file's digests select, whatever the
+// policy's size. It is the Go model of the kernel side that the tests
+// hold equal to policy.Evaluate.
 func (t *Tables) Lookup(op policy.Op, subj policy.Subject, obs policy.Observability) Verdict {
-	meta := t.row(metaKey())
-	if op >= policy.OpInvalid {
-		return globalDefault(meta)
+	op = min(op, policy.OpInvalid)
+	base := t.row(bpf.RowKey{Kind: uint8(KindBase), Op: uint8(op)})
+	if base == nil {
+		// Not a table Compile wrote: the kernel fails closed.
+		return Verdict{Action: policy.Deny, Scope: policy.ScopeGlobalDefault}
 	}
+	needs := base.Needs
+	state := usedState(subj, obs, needs)
+	best := base.Verdict[state]
 
-	state := StateIndex(subj, obs)
-	best := bpf.NoVerdict
-	consider := func(key bpf.RowKey) {
-		if row := t.row(key); row != nil && row.Verdict[state] < best {
-			best = row.Verdict[state]
-		}
-	}
-	consider(bpf.RowKey{Kind: uint8(KindBase), Op: uint8(op)})
 	dv, hasDV := fileDigest(subj.HasFile && obs.DMVerityRootHash, subj.DMVerityRootHash)
 	fv, hasFV := fileDigest(subj.HasFile && obs.FSVerityDigest, subj.FSVerityDigest)
+	consider := func(need uint32, kind RowKind, want rowID) {
+		if needs&need == 0 {
+			return
+		}
+		want.kind, want.op = kind, op
+		if v := t.digestVerdict(want, state); v < best {
+			best = v
+		}
+	}
 	if hasDV {
-		consider(bpf.RowKey{Kind: uint8(KindDV), Op: uint8(op), Dv: dv})
+		consider(bpf.NeedDVRows, KindDV, rowID{dv: dv})
 	}
 	if hasFV {
-		consider(bpf.RowKey{Kind: uint8(KindFV), Op: uint8(op), Fv: fv})
+		consider(bpf.NeedFVRows, KindFV, rowID{fv: fv})
 	}
 	if hasDV && hasFV {
-		consider(bpf.RowKey{Kind: uint8(KindDVFV), Op: uint8(op), Dv: dv, Fv: fv})
+		consider(bpf.NeedDVFVRows, KindDVFV, rowID{dv: dv, fv: fv})
 	}
-	if best != bpf.NoVerdict {
-		return Verdict{Action: policy.Action(best & 1), Scope: policy.ScopeRule, RuleIndex: best >> 1}
-	}
-	if meta != nil && meta.Verdict[op] != bpf.NoVerdict {
-		return Verdict{Action: policy.Action(meta.Verdict[op]), Scope: policy.ScopeOpDefault}
-	}
-	return globalDefault(meta)
+	return decodeVerdict(best)
 }
 
-// globalDefault allows when the policy sets no global DEFAULT, as IPE does
-// for an op it does not know; Compile guarantees every nameable op has a
-// DEFAULT of some scope.
-func globalDefault(meta *bpf.Row) Verdict {
-	if meta != nil && meta.Verdict[bpf.MetaGlobalDefault] != bpf.NoVerdict {
-		return Verdict{Action: policy.Action(meta.Verdict[bpf.MetaGlobalDefault]), Scope: policy.ScopeGlobalDefault}
+// digestVerdict follows the links of id's key to the row whose digests
+// are id's and returns its verdict in state.
+func (t *Tables) digestVerdict(id rowID, state uint32) uint32 {
+	for link := range bpf.Links {
+		row := t.row(keyOf(id, link))
+		if row == nil {
+			break
+		}
+		if row.Dv == id.dv && row.Fv == id.fv {
+			return row.Verdict[state]
+		}
 	}
-	return Verdict{Action: policy.Allow, Scope: policy.ScopeGlobalDefault}
+	return bpf.NoVerdict
+}
+
+func decodeVerdict(v uint32) Verdict {
+	action := policy.Action(v & 1)
+	switch {
+	case v < bpf.VerdictOpDefault:
+		return Verdict{Action: action, Scope: policy.ScopeRule, RuleIndex: v >> 1}
+	case v&^1 == bpf.VerdictOpDefault:
+		return Verdict{Action: action, Scope: policy.ScopeOpDefault}
+	case v&^1 == bpf.VerdictGlobalDefault:
+		return Verdict{Action: action, Scope: policy.ScopeGlobalDefault}
+	}
+	// A state without a verdict: not a table Compile wrote.
+	return Verdict{Action: policy.Deny, Scope: policy.ScopeGlobalDefault}
 }
 
 // fileDigest is the key of a file's digest when the kernel can establish

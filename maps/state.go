@@ -10,9 +10,17 @@ import (
 // every observable one is FALSE when there is no file (the FALSE forms of
 // IPE's properties hold for anonymous memory).
 func StateIndex(subj policy.Subject, obs policy.Observability) uint32 {
-	bv := propState(true, subj.HasFile && subj.BootVerified)
-	dvSig := propState(obs.DMVeritySignature, subj.HasFile && subj.DMVeritySigned)
-	fvSig := propState(obs.FSVeritySignature, subj.HasFile && subj.FSVeritySigned)
+	return usedState(subj, obs, bpf.NeedBootVerified|bpf.NeedDMVeritySignature|bpf.NeedFSVeritySignature)
+}
+
+// usedState is StateIndex as the kernel computes it for an op whose BASE
+// row needs needs (ipe_state in decide.h): a property no rule of the op
+// uses stays UNOBSERVABLE, since the op's verdicts are the same in all
+// three of its states.
+func usedState(subj policy.Subject, obs policy.Observability, needs uint32) uint32 {
+	bv := propState(needs&bpf.NeedBootVerified != 0, subj.HasFile && subj.BootVerified)
+	dvSig := propState(obs.DMVeritySignature && needs&bpf.NeedDMVeritySignature != 0, subj.HasFile && subj.DMVeritySigned)
+	fvSig := propState(obs.FSVeritySignature && needs&bpf.NeedFSVeritySignature != 0, subj.HasFile && subj.FSVeritySigned)
 	return bv + 3*dvSig + 9*fvSig
 }
 

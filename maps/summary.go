@@ -53,11 +53,11 @@ func (s Summary) String() string {
 		fmt.Fprintf(&b, " (%s)", strings.Join(perOp, ", "))
 	}
 	fmt.Fprintf(&b, "\ndead rules: %d\nrows: %d (", s.DeadRules, s.Rows)
-	for k, n := range s.RowsPerKind {
-		if k > 0 {
+	for k := KindBase; k < NumRowKinds; k++ {
+		if k > KindBase {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s %d", RowKind(k), n)
+		fmt.Fprintf(&b, "%s %d", k, s.RowsPerKind[k])
 	}
 	fmt.Fprintf(&b, ")\nkernel bytes: %d (%d per row, keys and values)\n", s.KernelBytes, RowBytes)
 	return b.String()

@@ -10,8 +10,9 @@ import (
 
 // MaxRows is the most rows a compiled policy may have. The loader sizes the
 // policy's hash map to its exact row count; the bound keeps a hostile or
-// mistaken policy from asking the kernel for gigabytes (a row is 312 bytes
-// of key and value, so the limit is about 330 MB before hash overhead).
+// mistaken policy from asking the kernel for gigabytes (a row is RowBytes,
+// 340 bytes, of key and value, so the limit is about 360 MB before hash
+// overhead).
 const MaxRows = 1 << 20
 
 // ErrTooLarge is returned, wrapped with the numbers, when a policy needs
@@ -19,12 +20,19 @@ const MaxRows = 1 << 20
 // hold.
 var ErrTooLarge = errors.New("policy too large for the kernel tables")
 
+// ErrFoldCollision is returned, wrapped with the digests, when more than
+// bpf.Links rows of one kind and op have digests that fold alike (see Fold):
+// something only a policy built for it can do, since a digest's words are
+// a cryptographic hash's.
+var ErrFoldCollision = errors.New("too many digests share a key")
+
 // Limits as variables so tests can reach them without millions of rules.
 var (
 	maxRows = MaxRows
-	// A verdict is index<<1 | action and must stay below bpf.NoVerdict, so the
-	// largest index is the one whose ALLOW verdict is bpf.NoVerdict-1.
-	maxRuleIndex = int(bpf.NoVerdict>>1) - 1
+	// A rule's verdict is index<<1 | action and must stay below the
+	// DEFAULTs' verdicts, so the largest index is the one whose ALLOW
+	// verdict is bpf.VerdictOpDefault-1.
+	maxRuleIndex = int(bpf.VerdictOpDefault>>1) - 1
 )
 
 // Entry is one row of the policy's hash map.
@@ -41,8 +49,8 @@ type DeadRule struct {
 	Reason string
 }
 
-// Tables are a compiled policy: the rows of its hash map, one per distinct
-// key, and what the summary reports about them.
+// Tables are a compiled policy: the rows of its hash map and what the
+// summary reports about them.
 type Tables struct {
 	Rows       []Entry
 	Generation uint32
@@ -53,6 +61,14 @@ type Tables struct {
 	// index maps a key to its position in Rows. Compile builds it; Lookup
 	// builds it on first use for Tables assembled by hand.
 	index map[bpf.RowKey]int
+}
+
+// rowID is what a row stands for: its kind, op and whole digests. Rows
+// whose digests fold alike share a key but for its link.
+type rowID struct {
+	kind   RowKind
+	op     policy.Op
+	dv, fv bpf.Digest
 }
 
 // statesOf[weight index][state] is the set of states in which one boolean
@@ -77,23 +93,26 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 	}
 	// Every live rule adds at most one row; sizing for that avoids
 	// regrowing a 100,000-row table a dozen times.
-	capacity := min(len(p.Rules)+1, maxRows)
+	capacity := min(len(p.Rules)+numBaseRows, maxRows)
 	t := &Tables{
 		Generation: generation,
 		Rows:       make([]Entry, 0, capacity),
 		index:      make(map[bpf.RowKey]int, capacity),
 	}
-	if _, ok := t.addRow(metaKey()); !ok {
-		return nil, fmt.Errorf("compile policy: a row limit of %d leaves no room for the META row: %w", maxRows, ErrTooLarge)
-	}
-	t.Rows[0].Row.Verdict[bpf.MetaGeneration] = generation
-	for _, op := range policy.Ops() {
-		if a := p.OpDefaults[op]; a != nil {
-			t.Rows[0].Row.Verdict[op] = uint32(*a)
+	ids := make(map[rowID]int, capacity)
+	// The BASE rows come first, one per op, each holding its DEFAULT in
+	// every state, below which the rules' verdicts go.
+	for op := range policy.Op(numBaseRows) {
+		row, err := t.addRow(ids, rowID{kind: KindBase, op: op})
+		if err != nil {
+			return nil, fmt.Errorf("compile policy: a row limit of %d leaves no room for the BASE rows: %w", maxRows, err)
 		}
-	}
-	if p.GlobalDefault != nil {
-		t.Rows[0].Row.Verdict[bpf.MetaGlobalDefault] = uint32(*p.GlobalDefault)
+		base := &t.Rows[row].Row
+		base.Generation = generation
+		v := defaultVerdict(p, op)
+		for s := range base.Verdict {
+			base.Verdict[s] = v
+		}
 	}
 
 	for i := range p.Rules {
@@ -102,26 +121,47 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 			return nil, err
 		}
 		t.rulesPerOp[r.Op]++
-		key, states, why := compileRule(r)
+		id, states, needs, why := compileRule(r)
 		if why != "" {
 			t.Dead = append(t.Dead, DeadRule{Index: r.Index, Line: r.Line, Reason: why})
 			continue
 		}
-		row, ok := t.addRow(key)
-		if !ok {
-			return nil, fmt.Errorf("compile policy: rule %d (line %d) needs more than %d rows: %w", r.Index, r.Line, maxRows, ErrTooLarge)
+		row, err := t.addRow(ids, id)
+		if err != nil {
+			return nil, fmt.Errorf("compile policy: rule %d (line %d): %w", r.Index, r.Line, err)
 		}
+		// The op's BASE row is row op.
+		t.Rows[r.Op].Row.Needs |= needs
 		verdict := uint32(r.Index)<<1 | uint32(r.Action)
 		verdicts := &t.Rows[row].Row.Verdict
 		// Rules come in index order, so the first verdict a state gets is
-		// already the smallest.
+		// the smallest; a DEFAULT's is larger than any rule's.
 		for s := range uint32(bpf.NumStates) {
-			if states&(1<<s) != 0 && verdicts[s] == bpf.NoVerdict {
+			if states&(1<<s) != 0 && verdict < verdicts[s] {
 				verdicts[s] = verdict
 			}
 		}
 	}
 	return t, nil
+}
+
+// numBaseRows is the number of BASE rows: one per op, IPE_OP_INVALID
+// included.
+const numBaseRows = int(policy.OpInvalid) + 1
+
+// defaultVerdict is the verdict of op when no rule matches: its DEFAULT,
+// else the global DEFAULT, else (possible only for OpInvalid) an allow by
+// the global scope, as IPE allows an op it does not know.
+func defaultVerdict(p *policy.Policy, op policy.Op) uint32 {
+	if op < policy.OpInvalid {
+		if a := p.OpDefaults[op]; a != nil {
+			return bpf.VerdictOpDefault | uint32(*a)
+		}
+	}
+	if p.GlobalDefault != nil {
+		return bpf.VerdictGlobalDefault | uint32(*p.GlobalDefault)
+	}
+	return bpf.VerdictGlobalDefault | uint32(policy.Allow)
 }
 
 // checkRule rejects what the verdict encoding relies on never seeing.
@@ -141,11 +181,13 @@ func checkRule(r *policy.Rule, position int) error {
 	return nil
 }
 
-// compileRule finds the row a rule belongs in and the states in which its
-// boolean conditions hold, or says why it can never match.
-func compileRule(r *policy.Rule) (bpf.RowKey, uint32, string) {
+// compileRule finds the row a rule belongs in, the states in which its
+// boolean conditions hold and what it needs observed (bpf.Need*), or says
+// why it can never match.
+func compileRule(r *policy.Rule) (rowID, uint32, uint32, string) {
 	var (
 		states       uint32 = allStates
+		needs        uint32
 		dv, fv       *policy.Digest
 		boolRequired [3]uint32 // per weight index; 0: unconstrained
 	)
@@ -159,44 +201,52 @@ func compileRule(r *policy.Rule) (bpf.RowKey, uint32, string) {
 				want = bpf.PropTrue
 			}
 			if boolRequired[w] != 0 && boolRequired[w] != want {
-				return bpf.RowKey{}, 0, fmt.Sprintf("%s is both TRUE and FALSE", prop.Kind)
+				return rowID{}, 0, 0, fmt.Sprintf("%s is both TRUE and FALSE", prop.Kind)
 			}
 			boolRequired[w] = want
 			states &= statesOf[w][want]
+			needs |= needOf[w]
 		case policy.PropDMVerityRootHash, policy.PropFSVerityDigest:
 			slot := &dv
 			if prop.Kind == policy.PropFSVerityDigest {
 				slot = &fv
 			}
 			if *slot != nil && !prop.Digest.Equal(*slot) {
-				return bpf.RowKey{}, 0, fmt.Sprintf("two different %s values", prop.Kind)
+				return rowID{}, 0, 0, fmt.Sprintf("two different %s values", prop.Kind)
 			}
 			*slot = &prop.Digest
 		default:
-			return bpf.RowKey{}, 0, fmt.Sprintf("unknown property kind %d", prop.Kind)
+			return rowID{}, 0, 0, fmt.Sprintf("unknown property kind %d", prop.Kind)
 		}
 	}
 
-	key := bpf.RowKey{Kind: uint8(KindBase), Op: uint8(r.Op)}
+	id := rowID{kind: KindBase, op: r.Op}
 	if dv != nil {
 		enc, why := encodeDigest(*dv)
 		if why != "" {
-			return bpf.RowKey{}, 0, fmt.Sprintf("%s: %s", policy.PropDMVerityRootHash, why)
+			return rowID{}, 0, 0, fmt.Sprintf("%s: %s", policy.PropDMVerityRootHash, why)
 		}
-		key.Kind, key.Dv = uint8(KindDV), enc
+		id.kind, id.dv = KindDV, enc
 	}
 	if fv != nil {
 		enc, why := encodeDigest(*fv)
 		if why != "" {
-			return bpf.RowKey{}, 0, fmt.Sprintf("%s: %s", policy.PropFSVerityDigest, why)
+			return rowID{}, 0, 0, fmt.Sprintf("%s: %s", policy.PropFSVerityDigest, why)
 		}
-		key.Kind, key.Fv = uint8(KindFV), enc
+		id.kind, id.fv = KindFV, enc
 		if dv != nil {
-			key.Kind = uint8(KindDVFV)
+			id.kind = KindDVFV
 		}
 	}
-	return key, states, ""
+	needs |= rowsNeed[id.kind]
+	return id, states, needs, ""
 }
+
+// needOf is the bpf.Need* bit of each boolean property, by weight index.
+var needOf = [3]uint32{bpf.NeedBootVerified, bpf.NeedDMVeritySignature, bpf.NeedFSVeritySignature}
+
+// rowsNeed is the bpf.Need* bit that says an op has rows of a kind.
+var rowsNeed = [NumRowKinds]uint32{KindDV: bpf.NeedDVRows, KindFV: bpf.NeedFVRows, KindDVFV: bpf.NeedDVFVRows}
 
 func weightIndex(k policy.PropKind) int {
 	switch k {
@@ -208,24 +258,47 @@ func weightIndex(k policy.PropKind) int {
 	return 0
 }
 
-func metaKey() bpf.RowKey { return bpf.RowKey{Kind: uint8(KindMeta)} }
+// keyOf is the key of the row id stands for, at link.
+func keyOf(id rowID, link int) bpf.RowKey {
+	k := bpf.RowKey{Kind: uint8(id.kind), Op: uint8(id.op), Link: uint8(link)}
+	if id.kind == KindDV || id.kind == KindDVFV {
+		k.DvFold = Fold(id.dv)
+	}
+	if id.kind == KindFV || id.kind == KindDVFV {
+		k.FvFold = Fold(id.fv)
+	}
+	return k
+}
 
-// addRow returns the position of key's row, adding an empty one if needed;
-// false when that would exceed maxRows.
-func (t *Tables) addRow(key bpf.RowKey) (int, bool) {
-	if i, ok := t.index[key]; ok {
-		return i, true
+// addRow returns the position of id's row, adding one with no verdict at
+// the first free link of its key if needed. ids maps each row's id to its
+// position.
+func (t *Tables) addRow(ids map[rowID]int, id rowID) (int, error) {
+	if i, ok := ids[id]; ok {
+		return i, nil
 	}
 	if len(t.Rows) >= maxRows {
-		return 0, false
+		return 0, fmt.Errorf("more than %d rows: %w", maxRows, ErrTooLarge)
 	}
-	e := Entry{Key: key}
+	link := 0
+	for ; link < bpf.Links; link++ {
+		if _, taken := t.index[keyOf(id, link)]; !taken {
+			break
+		}
+	}
+	if link == bpf.Links {
+		return 0, fmt.Errorf("more than %d %s digests of op %s fold to %08x %08x %08x %08x: %w", bpf.Links, id.kind, id.op,
+			Fold(id.dv)[0], Fold(id.dv)[1], Fold(id.fv)[0], Fold(id.fv)[1], ErrFoldCollision)
+	}
+	e := Entry{Key: keyOf(id, link)}
+	e.Row.Dv, e.Row.Fv = id.dv, id.fv
 	for s := range e.Row.Verdict {
 		e.Row.Verdict[s] = bpf.NoVerdict
 	}
 	t.Rows = append(t.Rows, e)
-	t.index[key] = len(t.Rows) - 1
-	return len(t.Rows) - 1, true
+	t.index[e.Key] = len(t.Rows) - 1
+	ids[id] = len(t.Rows) - 1
+	return len(t.Rows) - 1, nil
 }
 
 // KeysValues returns the rows as the parallel slices that

@@ -54,8 +54,32 @@ func mustKey(d policy.Digest) bpf.Digest {
 }
 
 func baseKey(op policy.Op) bpf.RowKey { return bpf.RowKey{Kind: uint8(KindBase), Op: uint8(op)} }
-func dvKey(op policy.Op, d policy.Digest) bpf.RowKey {
-	return bpf.RowKey{Kind: uint8(KindDV), Op: uint8(op), Dv: mustKey(d)}
+
+// digestKey is the link-0 key of a row with the digests given (nil: none).
+func digestKey(kind RowKind, op policy.Op, dv, fv *policy.Digest) bpf.RowKey {
+	k := bpf.RowKey{Kind: uint8(kind), Op: uint8(op)}
+	if dv != nil {
+		k.DvFold = Fold(mustKey(*dv))
+	}
+	if fv != nil {
+		k.FvFold = Fold(mustKey(*fv))
+	}
+	return k
+}
+
+func dvKey(op policy.Op, d policy.Digest) bpf.RowKey { return digestKey(KindDV, op, &d, nil) }
+
+// defaultOf is the verdict a BASE row holds where no rule matches, worked
+// out from the policy: the op's DEFAULT, else the global one, else an
+// allow.
+func defaultOf(p *policy.Policy, op policy.Op) uint32 {
+	if op < policy.OpInvalid && p.OpDefaults[op] != nil {
+		return bpf.VerdictOpDefault | uint32(*p.OpDefaults[op])
+	}
+	if p.GlobalDefault != nil {
+		return bpf.VerdictGlobalDefault | uint32(*p.GlobalDefault)
+	}
+	return bpf.VerdictGlobalDefault | bpf.ActionAllow
 }
 
 var (
@@ -77,7 +101,7 @@ func TestCompile(t *testing.T) {
 	tests := []struct {
 		name   string
 		policy *policy.Policy
-		rows   []rowWant // all rows but META, which TestMetaRow covers
+		rows   []rowWant // the rule rows; the BASE rows of ops without rules are TestBaseRows'
 		dead   []int
 		checks []check
 	}{
@@ -159,8 +183,8 @@ func TestCompile(t *testing.T) {
 			rows: []rowWant{
 				{baseKey(policy.OpExecute), where(0<<1|1, func(_, dvSig, _ uint32) bool { return dvSig == bpf.PropTrue })},
 				{dvKey(policy.OpExecute, hashA), everywhere(1<<1 | 0)},
-				{bpf.RowKey{Kind: uint8(KindDVFV), Dv: mustKey(hashA), Fv: mustKey(fileF)}, everywhere(2<<1 | 1)},
-				{bpf.RowKey{Kind: uint8(KindFV), Fv: mustKey(fileF)}, everywhere(3<<1 | 1)},
+				{digestKey(KindDVFV, policy.OpExecute, &hashA, &fileF), everywhere(2<<1 | 1)},
+				{digestKey(KindFV, policy.OpExecute, nil, &fileF), everywhere(3<<1 | 1)},
 			},
 			checks: []check{
 				{"signed on A", policy.OpExecute, signedFileA, policy.AllObservable, ruleVerdict(allow, 0)},
@@ -179,7 +203,7 @@ func TestCompile(t *testing.T) {
 			name: "DVFV rows need both digests",
 			policy: newPolicy(action(allow),
 				rule(policy.OpExecute, deny, fvProp(fileF), dvProp(hashA))),
-			rows: []rowWant{{bpf.RowKey{Kind: uint8(KindDVFV), Dv: mustKey(hashA), Fv: mustKey(fileF)}, everywhere(0)}},
+			rows: []rowWant{{digestKey(KindDVFV, policy.OpExecute, &hashA, &fileF), everywhere(0)}},
 			checks: []check{
 				{"both", policy.OpExecute,
 					policy.Subject{HasFile: true, DMVerityRootHash: &hashA, FSVerityDigest: &fileF}, policy.AllObservable, ruleVerdict(deny, 0)},
@@ -251,8 +275,14 @@ func TestCompile(t *testing.T) {
 				t.Fatalf("Compile: %v", err)
 			}
 			checkKeysZeroed(t, tables)
-			if got, want := len(tables.Rows), len(tc.rows)+1; got != want {
-				t.Errorf("%d rows, want %d (META and %d others)", got, want, len(tc.rows))
+			digestRows := 0
+			for _, rw := range tc.rows {
+				if RowKind(rw.key.Kind) != KindBase {
+					digestRows++
+				}
+			}
+			if got, want := len(tables.Rows), numBaseRows+digestRows; got != want {
+				t.Errorf("%d rows, want %d (a BASE row per op and %d others)", got, want, digestRows)
 			}
 			for _, rw := range tc.rows {
 				row := tables.row(rw.key)
@@ -262,6 +292,9 @@ func TestCompile(t *testing.T) {
 				}
 				for s := range uint32(bpf.NumStates) {
 					want := rw.verdict(s%3, s/3%3, s/9)
+					if RowKind(rw.key.Kind) == KindBase {
+						want = min(want, defaultOf(tc.policy, policy.Op(rw.key.Op)))
+					}
 					if row.Verdict[s] != want {
 						t.Errorf("row %s op %d state %d: verdict %#x, want %#x", RowKind(rw.key.Kind), rw.key.Op, s, row.Verdict[s], want)
 					}
@@ -303,7 +336,7 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
-func TestMetaRow(t *testing.T) {
+func TestBaseRows(t *testing.T) {
 	p := newPolicy(action(policy.Deny))
 	p.OpDefaults[policy.OpExecute] = action(policy.Deny)
 	p.OpDefaults[policy.OpKmodule] = action(policy.Allow)
@@ -311,22 +344,113 @@ func TestMetaRow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
-	if len(tables.Rows) != 1 || tables.Rows[0].Key != (bpf.RowKey{}) {
-		t.Fatalf("rows %+v, want the META row alone with an all-zero key", tables.Rows)
+	if len(tables.Rows) != numBaseRows {
+		t.Fatalf("%d rows, want a BASE row for each of the %d ops alone", len(tables.Rows), numBaseRows)
 	}
-	want := [bpf.NumStates]uint32{}
-	for s := range want {
-		want[s] = bpf.NoVerdict
-	}
-	want[policy.OpExecute] = uint32(policy.Deny)
-	want[policy.OpKmodule] = uint32(policy.Allow)
-	want[bpf.MetaGlobalDefault] = uint32(policy.Deny)
-	want[bpf.MetaGeneration] = 0xdeadbeef
-	if got := tables.Rows[0].Row.Verdict; got != want {
-		t.Errorf("META row %#x, want %#x", got, want)
+	for op := range policy.OpInvalid + 1 {
+		row := tables.row(baseKey(op))
+		if row == nil {
+			t.Errorf("op %s has no BASE row", op)
+			continue
+		}
+		want := bpf.VerdictGlobalDefault | bpf.ActionDeny
+		switch op {
+		case policy.OpExecute:
+			want = bpf.VerdictOpDefault | bpf.ActionDeny
+		case policy.OpKmodule:
+			want = bpf.VerdictOpDefault | bpf.ActionAllow
+		}
+		for s, v := range row.Verdict {
+			if v != want {
+				t.Errorf("op %s state %d: verdict %#x, want %#x", op, s, v, want)
+			}
+		}
+		if row.Generation != 0xdeadbeef || row.Needs != 0 {
+			t.Errorf("op %s: generation %#x, needs %#x; want 0xdeadbeef and nothing", op, row.Generation, row.Needs)
+		}
 	}
 	if tables.Generation != 0xdeadbeef {
 		t.Errorf("Generation %#x", tables.Generation)
+	}
+}
+
+// An op's BASE row says what its rules use, so that the kernel observes
+// and looks up nothing else.
+func TestNeeds(t *testing.T) {
+	p := newPolicy(action(policy.Deny),
+		rule(policy.OpExecute, policy.Allow, dvProp(hashA), boolProp(policy.PropDMVeritySignature, true)),
+		rule(policy.OpExecute, policy.Allow, boolProp(policy.PropBootVerified, true)),
+		rule(policy.OpKmodule, policy.Allow, fvProp(fileF), boolProp(policy.PropFSVeritySignature, false)),
+		rule(policy.OpKmodule, policy.Allow, fvProp(fileF), dvProp(hashB)),
+		// Dead rules need nothing.
+		rule(policy.OpFirmware, policy.Allow, boolProp(policy.PropBootVerified, true), boolProp(policy.PropBootVerified, false)),
+		rule(policy.OpPolicy, policy.Allow))
+	tables, err := Compile(p, 1)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	for op, want := range map[policy.Op]uint32{
+		policy.OpExecute:  bpf.NeedDVRows | bpf.NeedDMVeritySignature | bpf.NeedBootVerified,
+		policy.OpKmodule:  bpf.NeedFVRows | bpf.NeedFSVeritySignature | bpf.NeedDVFVRows,
+		policy.OpFirmware: 0,
+		policy.OpPolicy:   0,
+		policy.OpInvalid:  0,
+	} {
+		if got := tables.row(baseKey(op)).Needs; got != want {
+			t.Errorf("op %s needs %#x, want %#x", op, got, want)
+		}
+	}
+}
+
+// Digests that fold alike get links 0 to bpf.Links-1 of one key; one more
+// cannot be compiled. Lookup finds each by its whole digest.
+func TestDigestsThatFoldAlike(t *testing.T) {
+	// Moving a byte between words 0, 2 and 4 of the bytes, which fold into
+	// the same half, keeps the fold.
+	colliding := []policy.Digest{
+		digest("sha256", "0100000000000000000000000000000000000000"),
+		digest("sha256", "0000000000000000010000000000000000000000"),
+		digest("sha256", "0000000000000000000000000000000001000000"),
+		digest("sha256", "0100000000000000010000000000000001000000"),
+		digest("sha256", "0300000000000000020000000000000000000000"),
+	}
+	for _, d := range colliding[1:] {
+		if Fold(mustKey(d)) != Fold(mustKey(colliding[0])) {
+			t.Fatalf("%x does not fold as %x", d.Bytes, colliding[0].Bytes)
+		}
+	}
+	var rules []policy.Rule
+	for _, d := range colliding[:bpf.Links] {
+		rules = append(rules, rule(policy.OpExecute, policy.Allow, dvProp(d)))
+	}
+	tables, err := Compile(newPolicy(action(policy.Deny), rules...), 1)
+	if err != nil {
+		t.Fatalf("Compile with %d digests that fold alike: %v", bpf.Links, err)
+	}
+	checkKeysZeroed(t, tables)
+	for i, d := range colliding {
+		want := Verdict{Action: policy.Deny, Scope: policy.ScopeGlobalDefault}
+		if i < bpf.Links {
+			want = Verdict{Action: policy.Allow, Scope: policy.ScopeRule, RuleIndex: uint32(i)}
+		}
+		subj := policy.Subject{HasFile: true, DMVerityRootHash: &d}
+		if got := tables.Lookup(policy.OpExecute, subj, policy.AllObservable); got != want {
+			t.Errorf("digest %d: Lookup = %+v, want %+v", i, got, want)
+		}
+	}
+
+	rules = append(rules, rule(policy.OpExecute, policy.Allow, dvProp(colliding[bpf.Links])))
+	if _, err := Compile(newPolicy(action(policy.Deny), rules...), 1); !errors.Is(err, ErrFoldCollision) {
+		t.Errorf("Compile with %d digests that fold alike: %v, want ErrFoldCollision", bpf.Links+1, err)
+	}
+	// The same digests under another op, or as fs-verity digests, are
+	// other keys.
+	rules = rules[:bpf.Links]
+	for _, d := range colliding {
+		rules = append(rules, rule(policy.OpKmodule, policy.Allow, dvProp(d)))
+	}
+	if _, err := Compile(newPolicy(action(policy.Deny), rules...), 1); !errors.Is(err, ErrFoldCollision) {
+		t.Errorf("a fifth linked row under another op: %v, want ErrFoldCollision", err)
 	}
 }
 
@@ -349,9 +473,9 @@ func TestRowsAreDeduplicated(t *testing.T) {
 		}
 		seen[e.Key] = true
 	}
-	// META, DV(EXECUTE, A), BASE(EXECUTE), DV(FIRMWARE, A).
-	if len(tables.Rows) != 4 {
-		t.Errorf("%d rows, want 4", len(tables.Rows))
+	// A BASE row per op, DV(EXECUTE, A), DV(FIRMWARE, A).
+	if len(tables.Rows) != numBaseRows+2 {
+		t.Errorf("%d rows, want %d", len(tables.Rows), numBaseRows+2)
 	}
 }
 
@@ -381,13 +505,14 @@ func TestCompileRejectsMalformedPolicies(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	defer func(rows, index int) { maxRows, maxRuleIndex = rows, index }(maxRows, maxRuleIndex)
-	maxRows, maxRuleIndex = 3, 100
+	maxRows, maxRuleIndex = numBaseRows+2, 100
 
 	var rules []policy.Rule
 	for _, d := range []policy.Digest{hashA, hashB, hashA, hashB} {
 		rules = append(rules, rule(policy.OpExecute, policy.Allow, dvProp(d)))
 	}
-	// META + two DV rows fill the limit exactly; repeats share rows.
+	// The BASE rows and two DV rows fill the limit exactly; repeats share
+	// rows.
 	if _, err := Compile(newPolicy(action(policy.Deny), rules...), 1); err != nil {
 		t.Fatalf("Compile at the limit: %v", err)
 	}
@@ -396,7 +521,7 @@ func TestLimits(t *testing.T) {
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Compile over the row limit: tables %v, error %v; want ErrTooLarge", tables, err)
 	}
-	if !strings.Contains(err.Error(), "3 rows") {
+	if !strings.Contains(err.Error(), "10 rows") {
 		t.Errorf("error %q does not give the limit", err)
 	}
 
@@ -411,11 +536,11 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-func TestMaxRuleIndexVerdictsStayBelowNoVerdict(t *testing.T) {
-	if highest := uint64(maxRuleIndex)<<1 | 1; highest >= uint64(bpf.NoVerdict) {
-		t.Errorf("an ALLOW verdict of rule %d is %#x, not below bpf.NoVerdict", maxRuleIndex, highest)
+func TestMaxRuleIndexVerdictsStayBelowTheDefaults(t *testing.T) {
+	if highest := uint64(maxRuleIndex)<<1 | 1; highest >= uint64(bpf.VerdictOpDefault) {
+		t.Errorf("an ALLOW verdict of rule %d is %#x, not below bpf.VerdictOpDefault", maxRuleIndex, highest)
 	}
-	if next := uint64(maxRuleIndex+1)<<1 | 1; next < uint64(bpf.NoVerdict) {
+	if next := uint64(maxRuleIndex+1)<<1 | 0; next < uint64(bpf.VerdictOpDefault) {
 		t.Errorf("the limit %d is lower than the encoding needs", maxRuleIndex)
 	}
 }
@@ -497,15 +622,18 @@ func TestSummary(t *testing.T) {
 		t.Fatalf("Compile: %v", err)
 	}
 	s := tables.Summary()
-	want := Summary{Rules: 5, DeadRules: 1, Rows: 5, KernelBytes: 5 * 312}
+	// A key is 20 bytes; a row 27 verdicts, three more words and two
+	// 100-byte digests.
+	const rowBytes = 20 + 27*4 + 3*4 + 2*100
+	want := Summary{Rules: 5, DeadRules: 1, Rows: 11, KernelBytes: 11 * rowBytes}
 	want.RulesPerOp[policy.OpExecute] = 3
 	want.RulesPerOp[policy.OpKmodule] = 2
-	want.RowsPerKind = [NumRowKinds]int{KindMeta: 1, KindBase: 1, KindDV: 2, KindDVFV: 1}
+	want.RowsPerKind = [NumRowKinds]int{KindBase: 8, KindDV: 2, KindDVFV: 1}
 	if s != want {
 		t.Errorf("Summary = %+v, want %+v", s, want)
 	}
 	text := s.String()
-	for _, part := range []string{"rules: 5 (EXECUTE 3, KMODULE 2)", "dead rules: 1", "rows: 5 (META 1, BASE 1, DV 2, FV 0, DVFV 1)", "kernel bytes: 1560"} {
+	for _, part := range []string{"rules: 5 (EXECUTE 3, KMODULE 2)", "dead rules: 1", "rows: 11 (BASE 8, DV 2, FV 0, DVFV 1)", "kernel bytes: 3740"} {
 		if !strings.Contains(text, part) {
 			t.Errorf("summary text lacks %q:\n%s", part, text)
 		}
@@ -558,8 +686,8 @@ func TestKeysValues(t *testing.T) {
 		t.Fatalf("Compile: %v", err)
 	}
 	keys, values := tables.KeysValues()
-	if len(keys) != 3 || len(values) != 3 {
-		t.Fatalf("%d keys and %d values, want 3 each", len(keys), len(values))
+	if len(keys) != numBaseRows+1 || len(values) != numBaseRows+1 {
+		t.Fatalf("%d keys and %d values, want %d each", len(keys), len(values), numBaseRows+1)
 	}
 	for i := range keys {
 		if row := tables.row(keys[i]); row == nil || *row != values[i] {

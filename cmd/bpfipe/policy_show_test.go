@@ -50,9 +50,9 @@ op=EXECUTE dmverity_roothash=sha256:aa01 fsverity_digest=sha256:0101 action=DENY
 	for _, line := range []string{
 		"#   rules: 4 (EXECUTE 3, KMODULE 1)",
 		"#   dead rules: 1",
-		// META, BASE(KMODULE), DV(EXECUTE, aa01), DVFV(EXECUTE, aa01, 0101).
-		"#   rows: 4 (META 1, BASE 1, DV 1, FV 0, DVFV 1)",
-		"#   kernel bytes: 1248 (312 per row, keys and values)",
+		// A BASE row per op, DV(EXECUTE, aa01), DVFV(EXECUTE, aa01, 0101).
+		"#   rows: 10 (BASE 8, DV 1, FV 0, DVFV 1)",
+		"#   kernel bytes: 3400 (340 per row, keys and values)",
 		"#   " + path + ":5: rule 1 can never match: boot_verified is both TRUE and FALSE",
 	} {
 		if !strings.Contains(out, line+"\n") {
