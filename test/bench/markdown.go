@@ -88,6 +88,7 @@ func WriteMarkdown(w io.Writer, r *Result) {
 	writeLoads(w, r)
 	writeMemory(w, r)
 	writeEvents(w, r)
+	writeCosts(w, r)
 	if len(r.Notes) > 0 {
 		fmt.Fprintln(w, "Notes from the guest:")
 		fmt.Fprintln(w)
@@ -223,6 +224,28 @@ func writeEvents(w io.Writer, r *Result) {
 		rate := float64(e.Read) / (float64(e.Nanos) / 1e9)
 		line(w, e.Enforcer, yesNo(e.Reader), fmt.Sprint(e.Execs), decisions, fmt.Sprint(e.Read), fmt.Sprint(e.Dropped),
 			fmt.Sprintf("%.0f", float64(e.Nanos)/float64(e.Execs)/1e3), fmt.Sprintf("%.0f", rate))
+	}
+	fmt.Fprintln(w)
+}
+
+func writeCosts(w io.Writer, r *Result) {
+	if len(r.Costs) == 0 {
+		return
+	}
+	unit := "ns"
+	if r.Icount {
+		unit = "instructions"
+	}
+	fmt.Fprintf(w, "Where bpfipe's cost goes: each program that ran, from the kernel's BPF statistics in a pass after the rounds (%s, the statistics' own clock reads included).\n\n", unit)
+	header(w, "variant", "workload", "program", "runs per operation", "per run", "per operation")
+	for _, c := range r.Costs {
+		if c.Runs == 0 {
+			continue
+		}
+		line(w, c.Variant, workloadTitles[c.Workload], "`"+c.Program+"`",
+			fmt.Sprintf("%.2f", float64(c.Runs)/float64(c.Ops)),
+			fmt.Sprintf("%.0f", float64(c.Nanos)/float64(c.Runs)),
+			fmt.Sprintf("%.0f", float64(c.Nanos)/float64(c.Ops)))
 	}
 	fmt.Fprintln(w)
 }

@@ -58,6 +58,7 @@ type Record struct {
 	Load   *Load    `json:"load,omitempty"`
 	Memory *Memory  `json:"memory,omitempty"`
 	Events *Events  `json:"events,omitempty"`
+	Cost   *Cost    `json:"cost,omitempty"`
 	Note   string   `json:"note,omitempty"`
 	Done   *Summary `json:"done,omitempty"`
 }
@@ -142,6 +143,19 @@ type Events struct {
 	Dropped   uint64 `json:"dropped"`   // the enforcer's own count of lost events
 	Nanos     int64  `json:"nanos"`     // the exec loop
 	Error     string `json:"error,omitempty"`
+}
+
+// Cost is what one BPF program cost during one workload under one
+// variant, from the kernel's BPF statistics (BPF_ENABLE_STATS), measured
+// in a pass of its own after the rounds: the statistics read the clock
+// twice per run, which would weigh on the rounds' ratios.
+type Cost struct {
+	Variant  string `json:"variant"`
+	Workload string `json:"workload"`
+	Program  string `json:"program"` // the kernel's (truncated) name
+	Ops      int    `json:"ops"`
+	Runs     uint64 `json:"runs"`
+	Nanos    uint64 `json:"nanos"` // all runs together
 }
 
 // Summary ends the output; a guest that printed none did not finish.

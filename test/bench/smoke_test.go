@@ -88,6 +88,23 @@ func checkComplete(t *testing.T, res *Result, doc string, withIPE bool) {
 			t.Errorf("no kernel memory for %d rules", n)
 		}
 	}
+	// The statistics pass must have seen each hook run as often as its
+	// workload reaches it: once per exec, once per mmap, and twice per
+	// mprotect round trip (taking PROT_EXEC away runs the program too,
+	// which lets it through without a decision).
+	for _, c := range []struct {
+		workload, program string
+		perOp             uint64
+	}{
+		{ExecStatic, "bprm_check_security", 1},
+		{MmapExec, "mmap_file", 1},
+		{MprotectExec, "file_mprotect", 2},
+	} {
+		variant := VariantName(Bpfipe, Sizes[0])
+		if got, ok := costOf(res, variant, c.workload, c.program); !ok || got.Runs != c.perOp*uint64(got.Ops) {
+			t.Errorf("%s %s: program %s ran %d times in %d operations, want %d per operation", variant, c.workload, c.program, got.Runs, got.Ops, c.perOp)
+		}
+	}
 	if withIPE && !hasLoad(res, IPE, 1, StepNew) {
 		t.Error("no in-tree IPE load time for one rule")
 	}
@@ -119,4 +136,13 @@ func hasMemory(res *Result, rules int) bool {
 		}
 	}
 	return false
+}
+
+func costOf(res *Result, variant, workload, program string) (Cost, bool) {
+	for _, c := range res.Costs {
+		if c.Variant == variant && c.Workload == workload && c.Program == program {
+			return c, true
+		}
+	}
+	return Cost{}, false
 }

@@ -63,6 +63,7 @@ type Result struct {
 	Loads    []LoadRow
 	Memory   []Memory
 	Events   []Events
+	Costs    []Cost
 	Notes    []string
 	Seconds  float64 // the guest's own run time; 0 if it did not finish
 	Finished bool
@@ -134,6 +135,11 @@ func Summarize(kernel string, records []Record) (*Result, error) {
 			res.Memory = append(res.Memory, *rec.Memory)
 		case rec.Events != nil:
 			res.Events = append(res.Events, *rec.Events)
+		case rec.Cost != nil:
+			if rec.Cost.Ops <= 0 {
+				return nil, fmt.Errorf("summarize %s: cost of %s in %s/%s with %d operations", kernel, rec.Cost.Program, rec.Cost.Variant, rec.Cost.Workload, rec.Cost.Ops)
+			}
+			res.Costs = append(res.Costs, *rec.Cost)
 		case rec.Note != "":
 			res.Notes = append(res.Notes, rec.Note)
 		case rec.Done != nil:

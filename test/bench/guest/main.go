@@ -88,6 +88,9 @@ func main() {
 			fatal(err)
 		}
 	}
+	if err := g.costs(); err != nil {
+		out.note("bpfipe's programs' costs: " + err.Error())
+	}
 	g.updates(*updates)
 	for _, ev := range g.bpfipe.events(g.work, *eventExecs) {
 		out.record(bench.Record{Events: &ev})
