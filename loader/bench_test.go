@@ -7,62 +7,47 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/bpfipe/bpfipe/bpf"
-	"github.com/bpfipe/bpfipe/maps"
-	"github.com/bpfipe/bpfipe/policy"
 )
 
 // allowlistText is a policy of n dmverity_roothash rules with distinct
 // digests, the shape of an image allowlist.
-func allowlistText(n int) []byte {
+func allowlistText(n int, version string) string {
 	var b strings.Builder
-	b.WriteString("policy_name=bench policy_version=0.0.1\nDEFAULT action=DENY\n")
+	fmt.Fprintf(&b, "policy_name=bench policy_version=%s\nDEFAULT action=DENY\n", version)
 	var index [8]byte
 	for i := range n {
 		binary.BigEndian.PutUint64(index[:], uint64(i))
 		sum := sha256.Sum256(index[:])
 		fmt.Fprintf(&b, "op=EXECUTE dmverity_roothash=sha256:%s action=ALLOW\n", hex.EncodeToString(sum[:]))
 	}
-	return []byte(b.String())
+	return b.String()
 }
 
-// BenchmarkPolicyMaps measures, natively, the kernel side of a policy
-// change that the guests can only time under emulation: creating and
-// filling the policy's rows map and its state map (which keeps the policy
-// text), and freezing both. Attaching and the swap are not included: the
-// swap is one map update, attaching happens once per load. Needs root.
-func BenchmarkPolicyMaps(b *testing.B) {
-	spec, err := bpf.LoadSpec()
-	if err != nil {
-		b.Fatal(err)
-	}
-	template := spec.Maps[mapPolicy].InnerMap
+// BenchmarkUpdate measures Running.Update natively, which the guests can
+// only time under emulation: from a decoded policy of n rules to its rows
+// in force (compile, the rows and state maps, the swap, the pins). The
+// programs are left out (this host cannot load them); an update does not
+// touch them. Needs root.
+func BenchmarkUpdate(b *testing.B) {
 	for _, n := range []int{1, 1000, 100000} {
-		text := allowlistText(n)
-		p, err := policy.Parse("bench.pol", text)
-		if err != nil {
-			b.Fatal(err)
-		}
-		tables, err := maps.Compile(p, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		state := &State{Format: stateFormat, Active: ActivePolicy{Name: p.Name, Version: p.Version.String(), Generation: 1, Text: string(text)}}
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
-			for b.Loop() {
-				rows, err := newPolicyRows(template, tables.Rows)
-				if err != nil {
-					b.Fatal(err)
-				}
-				stateMap, err := newStateMap(state)
-				if err != nil {
-					b.Fatal(err)
-				}
-				rows.Close()
-				stateMap.Close()
+			p := privateBPFFS(b)
+			fakeVerity(b)
+			installWithoutPrograms(b, p, Options{Policy: testPolicy(b, allowlistText(1, "0.0.1")), Enforcing: true})
+			r, err := openRunning(p)
+			if err != nil {
+				b.Fatal(err)
 			}
-			b.ReportMetric(float64(len(tables.Rows)), "rows")
+			defer r.Close()
+			for i := range b.N {
+				b.StopTimer()
+				// Every update must name a newer version.
+				next := testPolicy(b, allowlistText(n, fmt.Sprintf("1.0.%d", i)))
+				b.StartTimer()
+				if _, _, err := r.Update(next, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

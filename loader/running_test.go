@@ -25,7 +25,7 @@ import (
 // attach, against a private bpffs, and drive the event ring buffer with a
 // socket filter through BPF_PROG_TEST_RUN.
 
-func privateBPFFS(t *testing.T) paths {
+func privateBPFFS(t testing.TB) paths {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_SYS_ADMIN, CAP_BPF) to mount a private bpffs and create maps")
@@ -42,7 +42,7 @@ func privateBPFFS(t *testing.T) paths {
 	return paths{pinDir: filepath.Join(mnt, "bpfipe"), lockFile: filepath.Join(dir, "lock")}
 }
 
-func testPolicy(t *testing.T, text string) *PolicyFile {
+func testPolicy(t testing.TB, text string) *PolicyFile {
 	t.Helper()
 	f, err := DecodePolicy("test.pol", []byte(text), nil)
 	if err != nil {
@@ -57,7 +57,7 @@ const (
 )
 
 // fakeVerity replaces the device-mapper resolver for one test.
-func fakeVerity(t *testing.T, devs ...dm.VerityDevice) {
+func fakeVerity(t testing.TB, devs ...dm.VerityDevice) {
 	t.Helper()
 	saved := resolveVerity
 	resolveVerity = func() ([]dm.VerityDevice, error) { return devs, nil }
@@ -66,7 +66,7 @@ func fakeVerity(t *testing.T, devs ...dm.VerityDevice) {
 
 // installWithoutPrograms does what Start does after the probe, minus the
 // programs this host refuses.
-func installWithoutPrograms(t *testing.T, p paths, opts Options) (*Loader, []string) {
+func installWithoutPrograms(t testing.TB, p paths, opts Options) (*Loader, []string) {
 	t.Helper()
 	spec, err := bpf.LoadSpec()
 	if err != nil {

@@ -99,11 +99,10 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 		Rows:       make([]Entry, 0, capacity),
 		index:      make(map[bpf.RowKey]int, capacity),
 	}
-	ids := make(map[rowID]int, capacity)
 	// The BASE rows come first, one per op, each holding its DEFAULT in
 	// every state, below which the rules' verdicts go.
 	for op := range policy.Op(numBaseRows) {
-		row, err := t.addRow(ids, rowID{kind: KindBase, op: op})
+		row, err := t.addRow(rowID{kind: KindBase, op: op})
 		if err != nil {
 			return nil, fmt.Errorf("compile policy: a row limit of %d leaves no room for the BASE rows: %w", maxRows, err)
 		}
@@ -126,7 +125,7 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 			t.Dead = append(t.Dead, DeadRule{Index: r.Index, Line: r.Line, Reason: why})
 			continue
 		}
-		row, err := t.addRow(ids, id)
+		row, err := t.addRow(id)
 		if err != nil {
 			return nil, fmt.Errorf("compile policy: rule %d (line %d): %w", r.Index, r.Line, err)
 		}
@@ -271,33 +270,33 @@ func keyOf(id rowID, link int) bpf.RowKey {
 }
 
 // addRow returns the position of id's row, adding one with no verdict at
-// the first free link of its key if needed. ids maps each row's id to its
-// position.
-func (t *Tables) addRow(ids map[rowID]int, id rowID) (int, error) {
-	if i, ok := ids[id]; ok {
-		return i, nil
+// the first free link of its key if needed.
+func (t *Tables) addRow(id rowID) (int, error) {
+	key := keyOf(id, 0)
+	for ; key.Link < bpf.Links; key.Link++ {
+		i, taken := t.index[key]
+		if !taken {
+			break
+		}
+		// The key gives the kind and op; the row holds the digests.
+		if row := &t.Rows[i].Row; row.Dv == id.dv && row.Fv == id.fv {
+			return i, nil
+		}
+	}
+	if key.Link == bpf.Links {
+		return 0, fmt.Errorf("more than %d %s digests of op %s fold to %08x %08x %08x %08x: %w", bpf.Links, id.kind, id.op,
+			key.DvFold[0], key.DvFold[1], key.FvFold[0], key.FvFold[1], ErrFoldCollision)
 	}
 	if len(t.Rows) >= maxRows {
 		return 0, fmt.Errorf("more than %d rows: %w", maxRows, ErrTooLarge)
 	}
-	link := 0
-	for ; link < bpf.Links; link++ {
-		if _, taken := t.index[keyOf(id, link)]; !taken {
-			break
-		}
-	}
-	if link == bpf.Links {
-		return 0, fmt.Errorf("more than %d %s digests of op %s fold to %08x %08x %08x %08x: %w", bpf.Links, id.kind, id.op,
-			Fold(id.dv)[0], Fold(id.dv)[1], Fold(id.fv)[0], Fold(id.fv)[1], ErrFoldCollision)
-	}
-	e := Entry{Key: keyOf(id, link)}
+	e := Entry{Key: key}
 	e.Row.Dv, e.Row.Fv = id.dv, id.fv
 	for s := range e.Row.Verdict {
 		e.Row.Verdict[s] = bpf.NoVerdict
 	}
 	t.Rows = append(t.Rows, e)
-	t.index[e.Key] = len(t.Rows) - 1
-	ids[id] = len(t.Rows) - 1
+	t.index[key] = len(t.Rows) - 1
 	return len(t.Rows) - 1, nil
 }
 
