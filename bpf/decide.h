@@ -163,7 +163,7 @@ static __always_inline bool ipe_digest_equal(const struct ipe_digest *a, const s
 
 /* A row's verdict in state. The mask, which the optimizer cannot drop,
  * bounds the index for the verifier even when it sees a copy of state
- * spilled before the check (the row is larger than 32 verdicts). */
+ * spilled before the check; 32 words still lie within a row. */
 static __always_inline __u32 ipe_verdict_in(const struct ipe_row *row, __u32 state)
 {
 	if (state >= IPE_STATES)
