@@ -44,23 +44,31 @@ func (s *imageSet) open(img scenario.Image) error {
 		return fmt.Errorf("image %s: the host built no such image", img.Name)
 	}
 	params := fmt.Sprintf("1 %s %s 4096 4096 %d 1 %s %s %s", d.DataDev, d.HashDev, d.DataBlocks, d.Algorithm, d.RootHash, d.Salt)
-	if img.Signed {
-		desc, err := addSignatureKey(img.Name, d.Signature)
-		if err != nil {
-			return err
-		}
-		params += " 2 root_hash_sig_key_desc " + desc
-	}
 	ctl, err := dm.Open()
 	if err != nil {
 		return err
 	}
 	defer ctl.Close()
-	dev, err := ctl.Create("compare-"+img.Name, []dm.Target{{
-		Length: d.DataBlocks * 4096 / 512,
-		Type:   dm.VerityTargetType,
-		Params: params,
-	}}, true)
+	var dev dm.Device
+	create := func() (err error) {
+		dev, err = ctl.Create("compare-"+img.Name, []dm.Target{{
+			Length: d.DataBlocks * 4096 / 512,
+			Type:   dm.VerityTargetType,
+			Params: params,
+		}}, true)
+		return err
+	}
+	if img.Signed {
+		sig, err := os.ReadFile(d.Signature)
+		if err != nil {
+			return fmt.Errorf("image %s: read root hash signature: %w", img.Name, err)
+		}
+		desc := "bpfipe-compare:" + img.Name
+		params += " 2 root_hash_sig_key_desc " + desc
+		err = dm.WithRootHashSignature(desc, sig, create)
+	} else {
+		err = create()
+	}
 	if err != nil {
 		return fmt.Errorf("image %s: %w", img.Name, err)
 	}
@@ -73,18 +81,4 @@ func (s *imageSet) open(img scenario.Image) error {
 	}
 	s.opened[img.Name] = img
 	return nil
-}
-
-// addSignatureKey puts the root hash signature where dm-verity looks for
-// root_hash_sig_key_desc: a "user" key the loading process can find.
-func addSignatureKey(image, sigPath string) (string, error) {
-	sig, err := os.ReadFile(sigPath)
-	if err != nil {
-		return "", fmt.Errorf("image %s: read root hash signature: %w", image, err)
-	}
-	desc := "bpfipe-compare:" + image
-	if _, err := unix.AddKey("user", desc, sig, unix.KEY_SPEC_SESSION_KEYRING); err != nil {
-		return "", fmt.Errorf("image %s: add signature key: %w", image, err)
-	}
-	return desc, nil
 }

@@ -345,17 +345,20 @@ func TestVerityNeedsReadOnly(t *testing.T) {
 	}
 }
 
-// addSignatureKey stores a root hash signature as the user key dm-verity
-// looks up by description (root_hash_sig_key_desc).
-func addSignatureKey(t *testing.T, desc, sigPath string) {
+// createSigned creates the device with target, whose table names desc as
+// root_hash_sig_key_desc, and the signature in sigPath stored as that key.
+func createSigned(t *testing.T, c *dm.Control, desc, sigPath string, target dm.Target) (dm.Device, error) {
 	t.Helper()
 	sig, err := os.ReadFile(sigPath)
 	if err != nil {
 		t.Fatalf("read signature: %v", err)
 	}
-	if _, err := unix.AddKey("user", desc, sig, unix.KEY_SPEC_SESSION_KEYRING); err != nil {
-		t.Fatalf("add_key %s: %v", desc, err)
-	}
+	var dev dm.Device
+	err = dm.WithRootHashSignature(desc, sig, func() (err error) {
+		dev, err = c.Create(deviceName, []dm.Target{target}, true)
+		return err
+	})
+	return dev, err
 }
 
 // With root_hash_sig_key_desc the kernel verifies a PKCS#7 signature of
@@ -377,8 +380,6 @@ func TestVeritySignedRootHash(t *testing.T) {
 	}
 	trusted := os.Getenv("BPFIPE_DM_SIG_TRUSTED") != "0"
 	c := openControl(t)
-	addSignatureKey(t, "bpfipe:good", goodSig)
-	addSignatureKey(t, "bpfipe:bad", badSig)
 
 	signedTarget := func(desc string) dm.Target {
 		tg := img.target(img.rootHash)
@@ -386,14 +387,14 @@ func TestVeritySignedRootHash(t *testing.T) {
 		return tg
 	}
 
-	if _, err := c.Create(deviceName, []dm.Target{signedTarget("bpfipe:bad")}, true); err == nil {
+	if _, err := createSigned(t, c, "bpfipe:bad", badSig, signedTarget("bpfipe:bad")); err == nil {
 		c.Remove(deviceName)
 		t.Fatal("Create with an untrusted signature succeeded")
 	} else if _, err := c.Status(deviceName); !errors.Is(err, unix.ENXIO) {
 		t.Errorf("device left behind after a refused signature: %v", err)
 	}
 
-	dev, err := c.Create(deviceName, []dm.Target{signedTarget("bpfipe:good")}, true)
+	dev, err := createSigned(t, c, "bpfipe:good", goodSig, signedTarget("bpfipe:good"))
 	if !trusted {
 		if err == nil {
 			c.Remove(deviceName)

@@ -193,23 +193,27 @@ type verityDevice struct {
 func openVerity(t *testing.T, c *dm.Control, name string, img fixture.VerityImage, signed bool) (*verityDevice, error) {
 	t.Helper()
 	params := img.Table()
+	var dev dm.Device
+	create := func() (err error) {
+		dev, err = c.Create(name, []dm.Target{{Length: img.DataBlocks * 8, Type: dm.VerityTargetType, Params: params}}, true)
+		return err
+	}
 	if signed {
 		sig, err := os.ReadFile(img.Signature)
 		if err != nil {
 			t.Fatalf("read root hash signature: %v", err)
 		}
 		desc := "bpfipe-properties:" + name
-		if _, err := unix.AddKey("user", desc, sig, unix.KEY_SPEC_SESSION_KEYRING); err != nil {
-			t.Fatalf("add signature key: %v", err)
-		}
 		params += " 2 root_hash_sig_key_desc " + desc
-	}
-	dev, err := c.Create(name, []dm.Target{{Length: img.DataBlocks * 8, Type: dm.VerityTargetType, Params: params}}, true)
-	if err != nil {
+		if err := dm.WithRootHashSignature(desc, sig, create); err != nil {
+			return nil, err
+		}
+	} else if err := create(); err != nil {
 		return nil, err
 	}
 	v := &verityDevice{name: name, major: dev.Major(), minor: dev.Minor(), c: c, t: t}
 	t.Cleanup(v.close)
+	var err error
 	if v.diskSeq, err = blockdev.DiskSeq(v.major, v.minor); err != nil {
 		t.Fatal(err)
 	}

@@ -67,21 +67,28 @@ func openVerityDevice(control *dm.Control, v guestspec.Verity) error {
 		RootHash:       rootHash,
 		Salt:           salt,
 	}
+	var sig []byte
+	var sigKey string
 	if v.SignaturePath != "" {
-		sig, err := os.ReadFile(v.SignaturePath)
-		if err != nil {
+		if sig, err = os.ReadFile(v.SignaturePath); err != nil {
 			return fmt.Errorf("read root hash signature: %w", err)
 		}
 		// dm-verity looks the signature up as a user key by description,
-		// in the keyrings of the task loading the table: init's session.
-		desc := guestspec.VeritySignatureKey(v.Name)
-		if _, err := unix.AddKey("user", desc, sig, unix.KEY_SPEC_SESSION_KEYRING); err != nil {
-			return fmt.Errorf("store root hash signature as key %q: %w", desc, err)
-		}
-		table.Options = []string{"root_hash_sig_key_desc", desc}
+		// in the keyrings of the task loading the table.
+		sigKey = guestspec.VeritySignatureKey(v.Name)
+		table.Options = []string{"root_hash_sig_key_desc", sigKey}
 	}
 	sectors := v.DataBlocks * uint64(v.DataBlockSize) / 512
-	device, err := control.Create(v.Name, []dm.Target{{Length: sectors, Type: dm.VerityTargetType, Params: table.String()}}, true)
+	var device dm.Device
+	create := func() (err error) {
+		device, err = control.Create(v.Name, []dm.Target{{Length: sectors, Type: dm.VerityTargetType, Params: table.String()}}, true)
+		return err
+	}
+	if sigKey != "" {
+		err = dm.WithRootHashSignature(sigKey, sig, create)
+	} else {
+		err = create()
+	}
 	if err != nil {
 		if v.SignaturePath != "" && (errors.Is(err, unix.EKEYREJECTED) || errors.Is(err, unix.ENOKEY)) {
 			err = fmt.Errorf("%w (the kernel does not trust the root hash signature's signer)", err)
