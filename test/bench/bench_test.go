@@ -235,6 +235,36 @@ func TestWriteMarkdownShowsEveryVariant(t *testing.T) {
 	}
 }
 
+// The cost table has a line per workload and program, in workload order,
+// with the time per run under each policy size side by side.
+func TestWriteMarkdownCostsSideBySide(t *testing.T) {
+	res := &Result{Kernel: "debian-6.12", Finished: true, Icount: true, Plan: Plan{Kernel: "6.12.0-test", Rounds: 1},
+		Costs: []Cost{
+			{Variant: "bpfipe/1", Workload: MmapExec, Program: "mmap_file", Ops: 100, Runs: 100, Nanos: 60000},
+			{Variant: "bpfipe/1", Workload: ExecStatic, Program: "mmap_file", Ops: 10, Runs: 10, Nanos: 6100},
+			{Variant: "bpfipe/1", Workload: ExecStatic, Program: "bprm_check_security", Ops: 10, Runs: 10, Nanos: 6200},
+			{Variant: "bpfipe/100000", Workload: ExecStatic, Program: "bprm_check_security", Ops: 10, Runs: 10, Nanos: 6300},
+		},
+	}
+	var b strings.Builder
+	WriteMarkdown(&b, res)
+	doc := b.String()
+	want := []string{
+		"| workload | program | runs per operation | bpfipe/1 | bpfipe/100000 |",
+		"| exec, static | `bprm_check_security` | 1.00 | 620 | 630 |",
+		"| exec, static | `mmap_file` | 1.00 | 610 | – |",
+		"| mmap PROT_EXEC | `mmap_file` | 1.00 | 600 | – |",
+	}
+	at := 0
+	for _, w := range want {
+		i := strings.Index(doc[at:], w)
+		if i < 0 {
+			t.Fatalf("markdown lacks %q after the lines before it:\n%s", w, doc)
+		}
+		at += i + len(w)
+	}
+}
+
 func TestSharedLibrariesOfADynamicProgram(t *testing.T) {
 	if _, err := exec.LookPath("ldd"); err != nil {
 		t.Skipf("needs ldd: %v", err)

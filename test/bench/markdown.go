@@ -228,24 +228,48 @@ func writeEvents(w io.Writer, r *Result) {
 	fmt.Fprintln(w)
 }
 
+// writeCosts prints one line per workload and program, with the time per
+// run under each policy size side by side.
 func writeCosts(w io.Writer, r *Result) {
 	if len(r.Costs) == 0 {
 		return
 	}
+	type costKey struct{ workload, program string }
+	perRun := map[costKey]map[string]float64{}
+	runsPerOp := map[costKey]float64{}
+	var keys []costKey
+	var variants []string
+	for _, c := range r.Costs {
+		l := costKey{c.Workload, c.Program}
+		if perRun[l] == nil {
+			perRun[l] = map[string]float64{}
+			runsPerOp[l] = float64(c.Runs) / float64(c.Ops)
+			keys = append(keys, l)
+		}
+		perRun[l][c.Variant] = float64(c.Nanos) / float64(c.Runs)
+		if !slices.Contains(variants, c.Variant) {
+			variants = append(variants, c.Variant)
+		}
+	}
+	slices.SortFunc(keys, func(a, b costKey) int {
+		return cmp.Or(cmp.Compare(slices.Index(Workloads, a.workload), slices.Index(Workloads, b.workload)), strings.Compare(a.program, b.program))
+	})
 	unit := "ns"
 	if r.Icount {
 		unit = "instructions"
 	}
-	fmt.Fprintf(w, "Where bpfipe's cost goes: each program that ran, from the kernel's BPF statistics in a pass after the rounds (%s, the statistics' own clock reads included).\n\n", unit)
-	header(w, "variant", "workload", "program", "runs per operation", "per run", "per operation")
-	for _, c := range r.Costs {
-		if c.Runs == 0 {
-			continue
+	fmt.Fprintf(w, "Where bpfipe's cost goes: the programs each workload ran, from the kernel's BPF statistics in a pass after the rounds: runs per operation, and %s per run under each policy size (the statistics' own clock reads, about 100, included; the trampoline that calls a program is not; the guard's programs on the bpf() hooks, which run here for the statistics' reads, are left out).\n\n", unit)
+	header(w, append([]string{"workload", "program", "runs per operation"}, variants...)...)
+	for _, l := range keys {
+		cells := []string{workloadTitles[l.workload], "`" + l.program + "`", fmt.Sprintf("%.2f", runsPerOp[l])}
+		for _, v := range variants {
+			if n, ok := perRun[l][v]; ok {
+				cells = append(cells, fmt.Sprintf("%.0f", n))
+			} else {
+				cells = append(cells, "–")
+			}
 		}
-		line(w, c.Variant, workloadTitles[c.Workload], "`"+c.Program+"`",
-			fmt.Sprintf("%.2f", float64(c.Runs)/float64(c.Ops)),
-			fmt.Sprintf("%.0f", float64(c.Nanos)/float64(c.Runs)),
-			fmt.Sprintf("%.0f", float64(c.Nanos)/float64(c.Ops)))
+		line(w, cells...)
 	}
 	fmt.Fprintln(w)
 }

@@ -91,7 +91,8 @@ func checkComplete(t *testing.T, res *Result, doc string, withIPE bool) {
 	// The statistics pass must have seen each hook run as often as its
 	// workload reaches it: once per exec, once per mmap, and twice per
 	// mprotect round trip (taking PROT_EXEC away runs the program too,
-	// which lets it through without a decision).
+	// which lets it through without a decision). The Go runtime's own
+	// mappings may add a few runs, never take any away.
 	for _, c := range []struct {
 		workload, program string
 		perOp             uint64
@@ -101,7 +102,8 @@ func checkComplete(t *testing.T, res *Result, doc string, withIPE bool) {
 		{MprotectExec, "file_mprotect", 2},
 	} {
 		variant := VariantName(Bpfipe, Sizes[0])
-		if got, ok := costOf(res, variant, c.workload, c.program); !ok || got.Runs != c.perOp*uint64(got.Ops) {
+		got, ok := costOf(res, variant, c.workload, c.program)
+		if want := c.perOp * uint64(got.Ops); !ok || got.Runs < want || got.Runs > want+uint64(got.Ops)/10+5 {
 			t.Errorf("%s %s: program %s ran %d times in %d operations, want %d per operation", variant, c.workload, c.program, got.Runs, got.Ops, c.perOp)
 		}
 	}

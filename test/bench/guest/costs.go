@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -88,7 +89,9 @@ func (g *guest) costsOf(rules int) (err error) {
 		}
 		for id, a := range after {
 			b := before[id]
-			if a.runs == b.runs {
+			// The guard's programs on the bpf() hooks run here for the
+			// statistics' own reads, not for the workload.
+			if a.runs == b.runs || strings.HasPrefix(a.name, "protect_bpf") {
 				continue
 			}
 			g.out.record(bench.Record{Cost: &bench.Cost{Variant: variant, Workload: w, Program: a.name,
