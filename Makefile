@@ -59,12 +59,17 @@ kernels:
 unit-test:
 	$(GO) test -count=1 -short ./...
 
+# generate runs bpf2go through a symlink at a fixed path: bpf2go hands
+# clang the sources' absolute paths, and clang's BTF (the order of its
+# forward declarations) changes with their length, so objects generated in
+# two checkouts could differ. Through the symlink they are byte-identical
+# from any checkout.
+GENERATE_LINK ?= /tmp/bpfipe-generate
 generate:
-	$(GO) generate ./bpf/...
+	ln -sfn $(CURDIR) $(GENERATE_LINK) && cd $(GENERATE_LINK) && $(GO) generate ./bpf/...
 
 # check-generated fails when the committed bpf2go output is stale.
-check-generated: deps
-	$(GO) generate ./bpf/...
+check-generated: deps generate
 	@git diff --exit-code --stat -- bpf/ || { echo "generated BPF artifacts are stale: run 'make generate' and commit"; exit 1; }
 
 lint:
