@@ -59,14 +59,18 @@ kernels:
 unit-test:
 	$(GO) test -count=1 -short ./...
 
-# generate runs bpf2go through a symlink at a fixed path: bpf2go hands
-# clang the sources' absolute paths, and clang's BTF (the order of its
-# forward declarations) changes with their length, so objects generated in
-# two checkouts could differ. Through the symlink they are byte-identical
-# from any checkout.
-GENERATE_LINK ?= /tmp/bpfipe-generate
+# generate runs bpf2go on a copy of the tree at a fixed path and copies
+# its output back: clang's BTF (the order of its forward declarations)
+# depends on where the sources are, so objects generated in two checkouts
+# could differ. From the one path they are byte-identical from any
+# checkout.
+GENERATE_DIR ?= /tmp/bpfipe-generate
 generate:
-	ln -sfn $(CURDIR) $(GENERATE_LINK) && cd $(GENERATE_LINK) && $(GO) generate ./bpf/...
+	rm -rf $(GENERATE_DIR) && mkdir -p $(GENERATE_DIR)
+	tar -C $(CURDIR) --exclude=./.git --exclude=./bin -cf - . | tar -C $(GENERATE_DIR) -xf -
+	cd $(GENERATE_DIR) && $(GO) generate ./bpf/...
+	cp $(GENERATE_DIR)/bpf/*_bpfel* bpf/
+	rm -rf $(GENERATE_DIR)
 
 # check-generated fails when the committed bpf2go output is stale.
 check-generated: deps generate
