@@ -6,11 +6,14 @@
 # the input is kept under PKG/testdata/fuzz/TARGET and replayed here so the
 # log shows why.
 #
-# Go's fuzzing engine can also exit non-zero with "context deadline
-# exceeded" when -fuzztime expires while a worker is mid-call, without any
-# failing input (golang/go#51484; seen on a loaded 2-core CI machine). That
-# is not a finding, so the target is fuzzed once more; only a second engine
-# failure in a row, or any other unexplained failure, fails the run.
+# Go's fuzzing engine can also fail without a finding: it exits non-zero
+# with "context deadline exceeded" when -fuzztime expires while a worker is
+# mid-call (golang/go#51484), and it can report a worker as hung and keep
+# the input it was running although that input passes
+# (golang/go#56238). Both were seen on a loaded 2-core CI machine. So an
+# input the fuzzer keeps fails the run only if it also fails when replayed;
+# an engine failure is fuzzed once more, and only a second one in a row, or
+# any other unexplained failure, fails the run.
 set -uo pipefail
 
 go=${GO:-go}
@@ -19,8 +22,8 @@ shift
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-# fuzz_once PKG TARGET: 0 passed, 1 failing input or unexplained failure,
-# 2 engine deadline flake.
+# fuzz_once PKG TARGET: 0 passed, 1 a failing input or an unexplained
+# failure, 2 the engine failed without a reproducible finding.
 fuzz_once() {
 	local pkg=$1 fn=$2 dir=${1%/}/testdata/fuzz/$2 before after new
 	before=$(ls "$dir" 2>/dev/null | sort)
@@ -31,11 +34,21 @@ fuzz_once() {
 	new=$(comm -13 <(echo "$before") <(echo "$after") | grep -v '^$')
 	if [ -n "$new" ]; then
 		tail -n 40 "$log"
+		local f failed=0
 		for f in $new; do
 			echo "failing input kept in $dir/$f; replaying it:"
-			"$go" test -count=1 -run="^$fn/$f\$" "$pkg"
+			# A bound, so that an input that really hangs fails here too.
+			if ! "$go" test -count=1 -timeout=30s -run="^$fn/$f\$" "$pkg"; then
+				failed=1
+			fi
 		done
-		return 1
+		if [ $failed -eq 1 ]; then
+			return 1
+		fi
+		# Every kept input passes: the engine's failure, not the code's.
+		for f in $new; do rm -f "$dir/$f"; done
+		rmdir "$dir" 2>/dev/null
+		return 2
 	fi
 	if grep -q 'context deadline exceeded' "$log"; then
 		tail -n 3 "$log"
@@ -52,13 +65,13 @@ for t in "$@"; do
 	fuzz_once "$pkg" "$fn"
 	rc=$?
 	if [ $rc -eq 2 ]; then
-		echo "fuzz $fn: the engine stopped at the -fuzztime deadline with no failing input (golang/go#51484); fuzzing again"
+		echo "fuzz $fn: the fuzzing engine failed without a reproducible finding (golang/go#51484, #56238); fuzzing again"
 		fuzz_once "$pkg" "$fn"
 		rc=$?
 	fi
 	case $rc in
 	0) ;;
-	2) echo "fuzz $fn: the engine failed at the deadline twice in a row" >&2; exit 1 ;;
+	2) echo "fuzz $fn: the fuzzing engine failed twice in a row" >&2; exit 1 ;;
 	*) echo "fuzz $fn: FAILED" >&2; exit 1 ;;
 	esac
 done
