@@ -167,11 +167,11 @@ static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe
 		return;
 
 	/* IPE marks the superblock of the mount, not of the inode, so that a
-	 * file reached through overlayfs is not "from initramfs". */
-	/* Direct loads through the hook's BTF pointers, rather than
-	 * BPF_CORE_READ's helper calls: the verifier turns them into inline
-	 * loads that read 0 instead of faulting, at a fraction of the cost on
-	 * this, every decision's, path. */
+	 * file reached through overlayfs is not "from initramfs". Here and
+	 * below: direct loads through the hook's BTF pointers, not
+	 * BPF_CORE_READ's helper calls; the verifier makes them inline loads
+	 * that read 0 instead of faulting, at a fraction of the cost, on
+	 * every decision's path. */
 	if (cfg->boot_sdev && (needs & IPE_NEED_BOOT_VERIFIED))
 		subj->boot_verified = file->f_path.mnt->mnt_sb->s_dev == cfg->boot_sdev;
 
