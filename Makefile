@@ -63,14 +63,14 @@ unit-test:
 # its output back: clang's BTF (the order of its forward declarations)
 # depends on where the sources are, so objects generated in two checkouts
 # could differ. From the one path they are byte-identical from any
-# checkout.
+# checkout; two checkouts generating at once take turns (flock).
 GENERATE_DIR ?= /tmp/bpfipe-generate
 generate:
-	rm -rf $(GENERATE_DIR) && mkdir -p $(GENERATE_DIR)
-	tar -C $(CURDIR) --exclude=./.git --exclude=./bin -cf - . | tar -C $(GENERATE_DIR) -xf -
-	cd $(GENERATE_DIR) && $(GO) generate ./bpf/...
-	cp $(GENERATE_DIR)/bpf/*_bpfel* bpf/
-	rm -rf $(GENERATE_DIR)
+	flock $(GENERATE_DIR).lock sh -ec '\
+	rm -rf $(GENERATE_DIR); mkdir -p $(GENERATE_DIR); \
+	tar -C $(CURDIR) --exclude=./.git --exclude=./bin -cf - . | tar -C $(GENERATE_DIR) -xf -; \
+	cd $(GENERATE_DIR); $(GO) generate ./bpf/...; cd $(CURDIR); \
+	cp $(GENERATE_DIR)/bpf/*_bpfel* bpf/; rm -rf $(GENERATE_DIR)'
 
 # check-generated fails when the committed bpf2go output is stale.
 check-generated: deps generate
