@@ -55,8 +55,8 @@ func (t *Tables) Lookup(op policy.Op, subj policy.Subject, obs policy.Observabil
 // digestVerdict follows the links of id's key to the row whose digests
 // are id's and returns its verdict in state.
 func (t *Tables) digestVerdict(id rowID, state uint32) uint32 {
-	for link := range bpf.Links {
-		row := t.row(keyOf(id, link))
+	for key := keyOf(id); key.Link < bpf.Links; key.Link++ {
+		row := t.row(key)
 		if row == nil {
 			break
 		}

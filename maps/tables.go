@@ -257,9 +257,10 @@ func weightIndex(k policy.PropKind) int {
 	return 0
 }
 
-// keyOf is the key of the row id stands for, at link.
-func keyOf(id rowID, link int) bpf.RowKey {
-	k := bpf.RowKey{Kind: uint8(id.kind), Op: uint8(id.op), Link: uint8(link)}
+// keyOf is the key of the row id stands for, at link 0; rows whose
+// digests fold alike differ only in Link.
+func keyOf(id rowID) bpf.RowKey {
+	k := bpf.RowKey{Kind: uint8(id.kind), Op: uint8(id.op)}
 	if id.kind == KindDV || id.kind == KindDVFV {
 		k.DvFold = Fold(id.dv)
 	}
@@ -272,7 +273,7 @@ func keyOf(id rowID, link int) bpf.RowKey {
 // addRow returns the position of id's row, adding one with no verdict at
 // the first free link of its key if needed.
 func (t *Tables) addRow(id rowID) (int, error) {
-	key := keyOf(id, 0)
+	key := keyOf(id)
 	for ; key.Link < bpf.Links; key.Link++ {
 		i, taken := t.index[key]
 		if !taken {
