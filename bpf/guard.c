@@ -21,12 +21,17 @@
  *   - links, by id: links[] once the load recorded them, and every id from
  *     link_floor on while the load is still attaching (links have no LSM
  *     hook of their own, only BPF_LINK_GET_FD_BY_ID through lsm/bpf);
- *   - the pin directory: no lookup, listing or change inside it (which
- *     also keeps BPF_OBJ_GET away from the pinned links), no rename of it,
- *     no unmount of its bpffs (an unmounted bpffs drops its pins);
- *   - the authorised executable: no write, no unlink, no rename over it,
- *     no unmount of its filesystem, so its inode cannot change content nor
- *     be freed and reused by another file;
+ *   - the pin directory: nothing created, linked, unlinked or renamed in
+ *     it, no rename of it, no unmount of its bpffs (an unmounted bpffs
+ *     drops its pins). Looking inside is not refused: that needs a program
+ *     on inode_permission, which runs for every component of every path
+ *     walk. BPF_OBJ_GET of a pinned map or program is refused by name as
+ *     above; a pinned link's descriptor can be had, and on the kernels the
+ *     loader accepts can neither detach its link nor swap its program (the
+ *     loader's probe checks that on the running kernel);
+ *   - the authorised executable: no open for writing, no truncation, no
+ *     unlink, no rename over it, no unmount of its filesystem, so its inode
+ *     cannot change content nor be freed and reused by another file;
  *   - processes running it: no ptrace, /proc/PID/mem, process_vm_*,
  *     pidfd_getfd or /proc/PID/fd (all pass ptrace_access_check);
  *   - the executable identity itself: no PR_SET_MM_EXE_FILE / PR_SET_MM_MAP
@@ -49,8 +54,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define GUARD_MARK 0x5f657069667062ull
 #define GUARD_MARK_MASK 0x00ffffffffffffffull
 
-#define GUARD_MAY_WRITE 0x2  /* MAY_WRITE */
-#define GUARD_MAY_APPEND 0x8 /* MAY_APPEND */
+#define GUARD_FMODE_WRITE 0x2 /* FMODE_WRITE */
+#define GUARD_O_TRUNC 01000   /* O_TRUNC */
 
 #define GUARD_PR_SET_MM 35
 #define GUARD_PR_SET_MM_EXE_FILE 13
@@ -223,31 +228,89 @@ int BPF_PROG(protect_bpf_prog, struct bpf_prog *prog, int ret)
 	return guard_authorised(cfg) ? 0 : -GUARD_EPERM;
 }
 
-/* Every path walk asks for MAY_EXEC on each directory it passes, so
- * refusing the pin directory itself refuses every lookup, listing,
- * creation, unlink, rename and BPF_OBJ_GET inside it. It also refuses
- * writes to the authorised executable, to everyone: its identity is its
- * inode, so its content must not change under it. */
-SEC("lsm/inode_permission")
-int BPF_PROG(protect_inode_permission, struct inode *inode, int mask, int ret)
+/* The executable's identity is its inode, so its content must not change
+ * under it: no open for writing, and no truncation, which O_TRUNC (allowed
+ * even on a read-only open) and truncate(2) do without a writable file.
+ * Refused to everyone. file_open rather than inode_permission, which runs
+ * for every component of every path walk: this hook runs once per open. */
+SEC("lsm/file_open")
+int BPF_PROG(protect_file_open, struct file *file, int ret)
+{
+	struct guard_config *cfg;
+
+	if (ret)
+		return guard_prior(ret);
+	if (!(file->f_mode & GUARD_FMODE_WRITE) && !(file->f_flags & GUARD_O_TRUNC))
+		return 0;
+	cfg = guard_config();
+	if (cfg && guard_is_exe(cfg, file->f_inode))
+		return -GUARD_EPERM;
+	return 0;
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(protect_path_truncate, const struct path *path, int ret)
 {
 	struct guard_config *cfg;
 
 	if (ret)
 		return guard_prior(ret);
 	cfg = guard_config();
-	if (!cfg)
-		return 0;
-	if (guard_is_dir(cfg, inode))
-		return guard_authorised(cfg) ? 0 : -GUARD_EPERM;
-	if ((mask & (GUARD_MAY_WRITE | GUARD_MAY_APPEND)) && guard_is_exe(cfg, inode))
+	if (cfg && guard_is_exe(cfg, path->dentry->d_inode))
 		return -GUARD_EPERM;
 	return 0;
 }
 
-/* Renaming the pin directory within its parent needs no permission on the
- * directory itself. Renaming something over the executable would unlink
- * its inode, which could then be freed and its number reused. */
+/* Nothing may appear in the pin directory but what bpfipe pins there: a
+ * pin (BPF_OBJ_PIN creates through vfs_mkobj, which asks inode_create), a
+ * directory, a symbolic or a hard link. */
+static __always_inline int guard_dir_change(struct inode *dir)
+{
+	struct guard_config *cfg = guard_config();
+
+	if (!cfg || !guard_is_dir(cfg, dir))
+		return 0;
+	return guard_authorised(cfg) ? 0 : -GUARD_EPERM;
+}
+
+SEC("lsm/inode_create")
+int BPF_PROG(protect_inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	if (ret)
+		return guard_prior(ret);
+	return guard_dir_change(dir);
+}
+
+SEC("lsm/inode_mkdir")
+int BPF_PROG(protect_inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	if (ret)
+		return guard_prior(ret);
+	return guard_dir_change(dir);
+}
+
+SEC("lsm/inode_symlink")
+int BPF_PROG(protect_inode_symlink, struct inode *dir, struct dentry *dentry, const char *old_name, int ret)
+{
+	if (ret)
+		return guard_prior(ret);
+	return guard_dir_change(dir);
+}
+
+/* A hard link into the directory, or of a pin out of it. */
+SEC("lsm/inode_link")
+int BPF_PROG(protect_inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry, int ret)
+{
+	if (ret)
+		return guard_prior(ret);
+	if (guard_dir_change(dir))
+		return -GUARD_EPERM;
+	return guard_dir_change(old_dentry->d_parent->d_inode);
+}
+
+/* Renaming the pin directory, or a pin out of it, into it or over one.
+ * Renaming something over the executable would unlink its inode, which
+ * could then be freed and its number reused. */
 SEC("lsm/inode_rename")
 int BPF_PROG(protect_inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
 	     struct dentry *new_dentry, int ret)
@@ -261,13 +324,17 @@ int BPF_PROG(protect_inode_rename, struct inode *old_dir, struct dentry *old_den
 	cfg = guard_config();
 	if (!cfg)
 		return 0;
-	if ((guard_is_dir(cfg, moved) || guard_is_dir(cfg, replaced)) && !guard_authorised(cfg))
+	if ((guard_is_dir(cfg, moved) || guard_is_dir(cfg, replaced) || guard_is_dir(cfg, old_dir) ||
+	     guard_is_dir(cfg, new_dir)) &&
+	    !guard_authorised(cfg))
 		return -GUARD_EPERM;
 	if (guard_is_exe(cfg, replaced))
 		return -GUARD_EPERM;
 	return 0;
 }
 
+/* Unlinking a pin drops its reference (a link's last one detaches it);
+ * unlinking the executable's last name would free its inode. */
 SEC("lsm/inode_unlink")
 int BPF_PROG(protect_inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
 {
@@ -276,7 +343,11 @@ int BPF_PROG(protect_inode_unlink, struct inode *dir, struct dentry *dentry, int
 	if (ret)
 		return guard_prior(ret);
 	cfg = guard_config();
-	if (cfg && guard_is_exe(cfg, dentry->d_inode))
+	if (!cfg)
+		return 0;
+	if (guard_is_exe(cfg, dentry->d_inode))
+		return -GUARD_EPERM;
+	if (guard_is_dir(cfg, dir) && !guard_authorised(cfg))
 		return -GUARD_EPERM;
 	return 0;
 }

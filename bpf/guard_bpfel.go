@@ -30,16 +30,21 @@ type guardGuardConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	guardMapGuard                   = "guard"
-	guardProgProtectBpf             = "protect_bpf"
-	guardProgProtectBpfMap          = "protect_bpf_map"
-	guardProgProtectBpfProg         = "protect_bpf_prog"
-	guardProgProtectInodePermission = "protect_inode_permission"
-	guardProgProtectInodeRename     = "protect_inode_rename"
-	guardProgProtectInodeUnlink     = "protect_inode_unlink"
-	guardProgProtectPtraceAccess    = "protect_ptrace_access"
-	guardProgProtectSbUmount        = "protect_sb_umount"
-	guardProgProtectTaskPrctl       = "protect_task_prctl"
+	guardMapGuard                = "guard"
+	guardProgProtectBpf          = "protect_bpf"
+	guardProgProtectBpfMap       = "protect_bpf_map"
+	guardProgProtectBpfProg      = "protect_bpf_prog"
+	guardProgProtectFileOpen     = "protect_file_open"
+	guardProgProtectInodeCreate  = "protect_inode_create"
+	guardProgProtectInodeLink    = "protect_inode_link"
+	guardProgProtectInodeMkdir   = "protect_inode_mkdir"
+	guardProgProtectInodeRename  = "protect_inode_rename"
+	guardProgProtectInodeSymlink = "protect_inode_symlink"
+	guardProgProtectInodeUnlink  = "protect_inode_unlink"
+	guardProgProtectPathTruncate = "protect_path_truncate"
+	guardProgProtectPtraceAccess = "protect_ptrace_access"
+	guardProgProtectSbUmount     = "protect_sb_umount"
+	guardProgProtectTaskPrctl    = "protect_task_prctl"
 )
 
 // loadGuard returns the embedded CollectionSpec for guard.
@@ -84,15 +89,20 @@ type guardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardProgramSpecs struct {
-	ProtectBpf             *ebpf.ProgramSpec `ebpf:"protect_bpf"`
-	ProtectBpfMap          *ebpf.ProgramSpec `ebpf:"protect_bpf_map"`
-	ProtectBpfProg         *ebpf.ProgramSpec `ebpf:"protect_bpf_prog"`
-	ProtectInodePermission *ebpf.ProgramSpec `ebpf:"protect_inode_permission"`
-	ProtectInodeRename     *ebpf.ProgramSpec `ebpf:"protect_inode_rename"`
-	ProtectInodeUnlink     *ebpf.ProgramSpec `ebpf:"protect_inode_unlink"`
-	ProtectPtraceAccess    *ebpf.ProgramSpec `ebpf:"protect_ptrace_access"`
-	ProtectSbUmount        *ebpf.ProgramSpec `ebpf:"protect_sb_umount"`
-	ProtectTaskPrctl       *ebpf.ProgramSpec `ebpf:"protect_task_prctl"`
+	ProtectBpf          *ebpf.ProgramSpec `ebpf:"protect_bpf"`
+	ProtectBpfMap       *ebpf.ProgramSpec `ebpf:"protect_bpf_map"`
+	ProtectBpfProg      *ebpf.ProgramSpec `ebpf:"protect_bpf_prog"`
+	ProtectFileOpen     *ebpf.ProgramSpec `ebpf:"protect_file_open"`
+	ProtectInodeCreate  *ebpf.ProgramSpec `ebpf:"protect_inode_create"`
+	ProtectInodeLink    *ebpf.ProgramSpec `ebpf:"protect_inode_link"`
+	ProtectInodeMkdir   *ebpf.ProgramSpec `ebpf:"protect_inode_mkdir"`
+	ProtectInodeRename  *ebpf.ProgramSpec `ebpf:"protect_inode_rename"`
+	ProtectInodeSymlink *ebpf.ProgramSpec `ebpf:"protect_inode_symlink"`
+	ProtectInodeUnlink  *ebpf.ProgramSpec `ebpf:"protect_inode_unlink"`
+	ProtectPathTruncate *ebpf.ProgramSpec `ebpf:"protect_path_truncate"`
+	ProtectPtraceAccess *ebpf.ProgramSpec `ebpf:"protect_ptrace_access"`
+	ProtectSbUmount     *ebpf.ProgramSpec `ebpf:"protect_sb_umount"`
+	ProtectTaskPrctl    *ebpf.ProgramSpec `ebpf:"protect_task_prctl"`
 }
 
 // guardMapSpecs contains maps before they are loaded into the kernel.
@@ -147,15 +157,20 @@ type guardVariables struct {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardPrograms struct {
-	ProtectBpf             *ebpf.Program `ebpf:"protect_bpf"`
-	ProtectBpfMap          *ebpf.Program `ebpf:"protect_bpf_map"`
-	ProtectBpfProg         *ebpf.Program `ebpf:"protect_bpf_prog"`
-	ProtectInodePermission *ebpf.Program `ebpf:"protect_inode_permission"`
-	ProtectInodeRename     *ebpf.Program `ebpf:"protect_inode_rename"`
-	ProtectInodeUnlink     *ebpf.Program `ebpf:"protect_inode_unlink"`
-	ProtectPtraceAccess    *ebpf.Program `ebpf:"protect_ptrace_access"`
-	ProtectSbUmount        *ebpf.Program `ebpf:"protect_sb_umount"`
-	ProtectTaskPrctl       *ebpf.Program `ebpf:"protect_task_prctl"`
+	ProtectBpf          *ebpf.Program `ebpf:"protect_bpf"`
+	ProtectBpfMap       *ebpf.Program `ebpf:"protect_bpf_map"`
+	ProtectBpfProg      *ebpf.Program `ebpf:"protect_bpf_prog"`
+	ProtectFileOpen     *ebpf.Program `ebpf:"protect_file_open"`
+	ProtectInodeCreate  *ebpf.Program `ebpf:"protect_inode_create"`
+	ProtectInodeLink    *ebpf.Program `ebpf:"protect_inode_link"`
+	ProtectInodeMkdir   *ebpf.Program `ebpf:"protect_inode_mkdir"`
+	ProtectInodeRename  *ebpf.Program `ebpf:"protect_inode_rename"`
+	ProtectInodeSymlink *ebpf.Program `ebpf:"protect_inode_symlink"`
+	ProtectInodeUnlink  *ebpf.Program `ebpf:"protect_inode_unlink"`
+	ProtectPathTruncate *ebpf.Program `ebpf:"protect_path_truncate"`
+	ProtectPtraceAccess *ebpf.Program `ebpf:"protect_ptrace_access"`
+	ProtectSbUmount     *ebpf.Program `ebpf:"protect_sb_umount"`
+	ProtectTaskPrctl    *ebpf.Program `ebpf:"protect_task_prctl"`
 }
 
 func (p *guardPrograms) Close() error {
@@ -163,9 +178,14 @@ func (p *guardPrograms) Close() error {
 		p.ProtectBpf,
 		p.ProtectBpfMap,
 		p.ProtectBpfProg,
-		p.ProtectInodePermission,
+		p.ProtectFileOpen,
+		p.ProtectInodeCreate,
+		p.ProtectInodeLink,
+		p.ProtectInodeMkdir,
 		p.ProtectInodeRename,
+		p.ProtectInodeSymlink,
 		p.ProtectInodeUnlink,
+		p.ProtectPathTruncate,
 		p.ProtectPtraceAccess,
 		p.ProtectSbUmount,
 		p.ProtectTaskPrctl,

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -31,6 +32,12 @@ var (
 	// support, under lockdown, or a hardened host like bpfipe's own
 	// development machines.
 	ErrLSMRefused = errors.New("this kernel refuses to load BPF LSM programs (EPERM with an empty verifier log); use bpfipe-vm to try bpfipe on a stock kernel")
+	// ErrLinkDescriptorsDetach: on this kernel a descriptor of an LSM
+	// link can detach the link or swap its program. The tamper guard lets
+	// root open bpfipe's pinned links (refusing that would cost a program
+	// on every path component), which is only safe while such a descriptor
+	// can do neither, as on 6.1 and 6.12 (docs/security.md).
+	ErrLinkDescriptorsDetach = errors.New("on this kernel a BPF LSM link descriptor can detach its link or swap its program, so the tamper guard could not keep root from ending enforcement through bpfipe's pinned links")
 )
 
 // Probe checks once per process, and in the order that gives the most
@@ -119,7 +126,46 @@ func trialAttach() error {
 	if err != nil {
 		return err
 	}
-	return l.Close()
+	defer l.Close()
+	raw, ok := l.(interface{ FD() int })
+	if !ok {
+		return fmt.Errorf("probe LSM links: cilium/ebpf's %T has no descriptor", l)
+	}
+	fd := raw.FD()
+	return linkDescriptorPowers(
+		func() error { return linkCommand(bpfLinkDetach, fd, 0) },
+		func() error { return linkCommand(bpfLinkUpdate, fd, prog.FD()) },
+	)
+}
+
+// linkDescriptorPowers answers ErrLinkDescriptorsDetach when detaching
+// an LSM link or swapping its program through a descriptor worked. The
+// trial link is the one tried, so success costs nothing but the answer.
+func linkDescriptorPowers(detach, update func() error) error {
+	if err := detach(); err == nil {
+		return fmt.Errorf("%w (BPF_LINK_DETACH detached a trial link)", ErrLinkDescriptorsDetach)
+	}
+	if err := update(); err == nil {
+		return fmt.Errorf("%w (BPF_LINK_UPDATE swapped a trial link's program)", ErrLinkDescriptorsDetach)
+	}
+	return nil
+}
+
+const (
+	bpfLinkUpdate = 29 // BPF_LINK_UPDATE
+	bpfLinkDetach = 34 // BPF_LINK_DETACH
+)
+
+// linkCommand issues BPF_LINK_DETACH or BPF_LINK_UPDATE itself:
+// cilium/ebpf answers "not supported" for a tracing link's update without
+// asking the kernel, and the kernel's answer is the point.
+func linkCommand(cmd uintptr, linkFD, progFD int) error {
+	attr := struct{ linkFD, newProgFD, flags, oldProgFD uint32 }{linkFD: uint32(linkFD), newProgFD: uint32(progFD)}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 const securityfsDir = "/sys/kernel/security"

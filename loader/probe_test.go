@@ -32,6 +32,7 @@ func TestProbeClassification(t *testing.T) {
 		// "bpfx" is not "bpf": the list is compared by names.
 		{"bpf only as a prefix", probeEnv{root, ok, lsms("bpfx,capability"), ok}, ErrBPFLSMInactive},
 		{"trial attach refused", probeEnv{root, ok, lsms("bpf"), func() error { return refused }}, ErrLSMRefused},
+		{"link descriptors detach", probeEnv{root, ok, lsms("bpf"), func() error { return linkDescriptorPowers(ok, ok) }}, ErrLinkDescriptorsDetach},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := probeWith(tc.env)
@@ -102,5 +103,28 @@ func TestProbeOnThisHost(t *testing.T) {
 		}
 	default:
 		t.Fatalf("bpftool output names no verdict on program_type lsm:\n%s", out)
+	}
+}
+
+// The guard's design rests on a link descriptor being powerless: either
+// power found on the trial link refuses the kernel, and the kernels'
+// answers for "cannot" (EOPNOTSUPP, EINVAL, or any other error) pass.
+func TestLinkDescriptorPowers(t *testing.T) {
+	works := func() error { return nil }
+	cannot := func(errno unix.Errno) func() error { return func() error { return errno } }
+	for _, tc := range []struct {
+		name           string
+		detach, update func() error
+		refused        bool
+	}{
+		{"6.1 and 6.12", cannot(unix.EOPNOTSUPP), cannot(unix.EINVAL), false},
+		{"both refused otherwise", cannot(unix.EPERM), cannot(unix.EBADF), false},
+		{"detach works", works, cannot(unix.EINVAL), true},
+		{"update works", cannot(unix.EOPNOTSUPP), works, true},
+	} {
+		err := linkDescriptorPowers(tc.detach, tc.update)
+		if got := errors.Is(err, ErrLinkDescriptorsDetach); got != tc.refused {
+			t.Errorf("%s: %v, want refused %v", tc.name, err, tc.refused)
+		}
 	}
 }

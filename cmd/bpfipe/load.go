@@ -141,7 +141,8 @@ func fail(stderr io.Writer, cmd string, err error) int {
 	switch {
 	case errors.Is(err, loader.ErrNotPrivileged), errors.Is(err, os.ErrPermission):
 		return exitPrivilege
-	case errors.Is(err, loader.ErrNoBPFLSM), errors.Is(err, loader.ErrBPFLSMInactive), errors.Is(err, loader.ErrLSMRefused):
+	case errors.Is(err, loader.ErrNoBPFLSM), errors.Is(err, loader.ErrBPFLSMInactive), errors.Is(err, loader.ErrLSMRefused),
+		errors.Is(err, loader.ErrLinkDescriptorsDetach):
 		return exitUnsupported
 	case errors.Is(err, loader.ErrNotLoaded):
 		return exitNotLoaded

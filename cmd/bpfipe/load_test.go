@@ -21,6 +21,7 @@ func TestFailMapsErrorClassesToExitStatuses(t *testing.T) {
 		{loader.ErrLSMRefused, exitUnsupported},
 		{fmt.Errorf("%w: not built", loader.ErrNoBPFLSM), exitUnsupported},
 		{fmt.Errorf("%w: add lsm=", loader.ErrBPFLSMInactive), exitUnsupported},
+		{fmt.Errorf("probe LSM programs: %w", loader.ErrLinkDescriptorsDetach), exitUnsupported},
 		{fmt.Errorf("open pinned map state: %w", loader.ErrNotLoaded), exitNotLoaded},
 		{fmt.Errorf("%w: unload first", loader.ErrAlreadyLoaded), exitAlreadyLoaded},
 		{errors.New("attach mmap_file: invalid argument"), exitFailure},

@@ -116,19 +116,45 @@ func TestGuard(t *testing.T) {
 	})
 
 	t.Run("Pins", func(t *testing.T) {
+		prog := allowAllProgram(t)
+		outside := filepath.Join(filepath.Dir(pinDir), "tamper-outside")
 		for _, name := range pinNames(t) {
 			path := filepath.Join(pinDir, name)
 			fd, err := objGet(path)
-			if err == nil {
-				unix.Close(fd)
+			if strings.HasPrefix(name, "link_") {
+				// Not refused (docs/security.md: refusing it would cost a
+				// program on every path component), and powerless: the
+				// loader's probe refuses a kernel where it is not.
+				if err != nil {
+					t.Errorf("BPF_OBJ_GET %s: %v, want a descriptor", name, err)
+				} else {
+					wantRefused(t, "BPF_LINK_DETACH of "+name, linkDetach(fd), syscall.EOPNOTSUPP, syscall.EINVAL)
+					wantRefused(t, "BPF_LINK_UPDATE of "+name, linkUpdate(fd, prog.FD()), syscall.EOPNOTSUPP, syscall.EINVAL)
+					unix.Close(fd)
+				}
+			} else {
+				if err == nil {
+					unix.Close(fd)
+				}
+				wantRefused(t, "BPF_OBJ_GET "+name, err)
 			}
-			wantRefused(t, "BPF_OBJ_GET "+name, err)
 			wantRefused(t, "unlink "+name, os.Remove(path))
 			wantRefused(t, "rename "+name, os.Rename(path, path+"_moved"))
+			wantRefused(t, "rename "+name+" out of the pin directory", os.Rename(path, outside))
+			wantRefused(t, "hard link "+name+" out of the pin directory", os.Link(path, outside))
 		}
-		_, err := os.ReadDir(pinDir)
-		wantRefused(t, "list the pin directory", err)
-		wantRefused(t, "create a file in the pin directory", os.WriteFile(filepath.Join(pinDir, "forged"), nil, 0o600))
+		forged := filepath.Join(pinDir, "forged")
+		wantRefused(t, "pin a map in the pin directory", own.Pin(forged))
+		wantRefused(t, "make a directory in the pin directory", os.Mkdir(forged, 0o700))
+		wantRefused(t, "make a symbolic link in the pin directory", os.Symlink("/", forged))
+		if err := own.Pin(outside); err != nil {
+			t.Fatalf("pin a map of this process's own outside the pin directory: %v", err)
+		}
+		wantRefused(t, "hard link into the pin directory", os.Link(outside, forged))
+		wantRefused(t, "rename into the pin directory", os.Rename(outside, forged))
+		if err := os.Remove(outside); err != nil {
+			t.Errorf("unpin this process's own map: %v", err)
+		}
 		wantRefused(t, "rename the pin directory", os.Rename(pinDir, pinDir+"_moved"))
 		if err := os.Remove(pinDir); err == nil {
 			t.Error("rmdir of the pin directory succeeded")
@@ -136,16 +162,26 @@ func TestGuard(t *testing.T) {
 		for _, flags := range []int{0, unix.MNT_DETACH} {
 			wantRefused(t, fmt.Sprintf("unmount /sys/fs/bpf (flags %#x)", flags), unix.Unmount(filepath.Dir(pinDir), flags))
 		}
+		checkDecisions(t, copy)
 	})
 
 	t.Run("Executable", func(t *testing.T) {
+		// While bpfipe runs (6.1's device resolver does), the kernel refuses
+		// a writer with ETXTBSY before it asks any LSM; the read-only
+		// O_TRUNC open below reaches the guard on every kernel.
 		f, err := os.OpenFile(bin, os.O_WRONLY, 0)
 		if err == nil {
 			f.Close()
 		}
-		wantRefused(t, "open bpfipe for writing", err)
+		wantRefused(t, "open bpfipe for writing", err, syscall.EPERM, syscall.ETXTBSY)
+		// O_TRUNC truncates even on a read-only open.
+		f, err = os.OpenFile(bin, os.O_RDONLY|os.O_TRUNC, 0)
+		if err == nil {
+			f.Close()
+		}
+		wantRefused(t, "open bpfipe read-only with O_TRUNC", err)
 		// Truncating to its own size would change nothing even if allowed.
-		wantRefused(t, "truncate bpfipe", os.Truncate(bin, binInfo.Size()))
+		wantRefused(t, "truncate bpfipe", os.Truncate(bin, binInfo.Size()), syscall.EPERM, syscall.ETXTBSY)
 		// A second name for the same inode shows that the guard knows the
 		// inode, not the path; it is removed after unload.
 		if err := os.Link(bin, hardLink); err != nil {
@@ -179,18 +215,7 @@ func TestGuard(t *testing.T) {
 	// everything, cannot undo bpfipe's deny: the first program to refuse
 	// ends the hook.
 	t.Run("OtherLSMProgram", func(t *testing.T) {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name:         "tamper_allow",
-			Type:         ebpf.LSM,
-			AttachType:   ebpf.AttachLSMMac,
-			AttachTo:     "bprm_check_security",
-			License:      "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		})
-		if err != nil {
-			t.Fatalf("load an LSM program of this process's own: %v", err)
-		}
-		defer prog.Close()
+		prog := allowAllProgram(t)
 		lk, err := link.AttachLSM(link.LSMOptions{Program: prog})
 		if err != nil {
 			t.Fatalf("attach it: %v", err)
@@ -431,6 +456,25 @@ func pinNames(t *testing.T) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// allowAllProgram loads an LSM program of this process's own, for
+// bprm_check_security, that allows everything.
+func allowAllProgram(t *testing.T) *ebpf.Program {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "tamper_allow",
+		Type:         ebpf.LSM,
+		AttachType:   ebpf.AttachLSMMac,
+		AttachTo:     "bprm_check_security",
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatalf("load an LSM program of this process's own: %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog
 }
 
 // deniedIn reports whether bpfipe events --json output has a DENY of path.
