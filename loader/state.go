@@ -14,7 +14,7 @@ import (
 
 // stateFormat versions the State encoding; a reader refuses other versions
 // rather than misreading them.
-const stateFormat = 1
+const stateFormat = 2
 
 // State is what the running enforcement needs to be understood and changed
 // from any shell: the policy in force and the options it was started with.
@@ -83,8 +83,9 @@ type ActivePolicy struct {
 	// signed), which is what IPE's records call policy_digest.
 	Digest string `json:"digest"`
 	Signed bool   `json:"signed"`
-	// Text is the policy text itself (the content of a signed blob).
-	Text string `json:"text"`
+	// Text is the policy text itself (the content of a signed blob). It
+	// is stored after the JSON, as is (encodeState).
+	Text string `json:"-"`
 }
 
 // Parse parses the stored policy text again, for rendering rules.
@@ -113,8 +114,12 @@ func parseVersion(s string) (policy.Version, error) {
 	return policy.Version{Major: n[0], Minor: n[1], Rev: n[2]}, nil
 }
 
-// The state blob: a little-endian u32 length, then JSON. The map value is
-// sized to the blob, so the length says where the JSON ends.
+// The state blob: a little-endian u32 length and the JSON of the State;
+// then the policy texts as they are, each a u32 length and the bytes:
+// the active policy's, then the previous one's (empty when there is
+// none). A 100,000-rule text is 11 MB: escaping it into JSON and back took
+// more of an update than compiling the policy. The map value is sized to
+// the blob, rounded up to 8 bytes, so the lengths say where each part ends.
 const stateHeaderLen = 4
 
 // maxStateBlob bounds the encoded state. It is spread over the entries of
@@ -133,32 +138,65 @@ func encodeState(s *State) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
 	}
-	size := stateHeaderLen + len(body)
+	var previous string
+	if s.Previous != nil {
+		previous = s.Previous.Text
+	}
+	parts := []string{string(body), s.Active.Text, previous}
+	size := 0
+	for _, part := range parts {
+		size += stateHeaderLen + len(part)
+	}
 	if size > maxStateBlob {
 		return nil, fmt.Errorf("encode state: %d bytes exceed the %d bpfipe keeps; the policy text is too large", size, maxStateBlob)
 	}
 	// Array map values are 8-byte aligned in the kernel anyway.
-	blob := make([]byte, (size+7)&^7)
-	binary.LittleEndian.PutUint32(blob, uint32(len(body)))
-	copy(blob[stateHeaderLen:], body)
-	return blob, nil
+	blob := make([]byte, 0, (size+7)&^7)
+	for _, part := range parts {
+		blob = binary.LittleEndian.AppendUint32(blob, uint32(len(part)))
+		blob = append(blob, part...)
+	}
+	return blob[:cap(blob)], nil
 }
 
 // decodeState reads a state map value.
 func decodeState(blob []byte) (*State, error) {
-	if len(blob) < stateHeaderLen {
-		return nil, fmt.Errorf("decode state: %d bytes: %w", len(blob), errStateCorrupt)
-	}
-	n := binary.LittleEndian.Uint32(blob)
-	if uint64(n) > uint64(len(blob)-stateHeaderLen) {
-		return nil, fmt.Errorf("decode state: length %d exceeds %d bytes: %w", n, len(blob)-stateHeaderLen, errStateCorrupt)
+	body, rest, err := statePart(blob)
+	if err != nil {
+		return nil, err
 	}
 	var s State
-	if err := json.Unmarshal(blob[stateHeaderLen:stateHeaderLen+int(n)], &s); err != nil {
+	if err := json.Unmarshal(body, &s); err != nil {
 		return nil, fmt.Errorf("decode state: %w: %w", errStateCorrupt, err)
 	}
+	// Before the texts: another format need not have them.
 	if s.Format != stateFormat {
 		return nil, fmt.Errorf("decode state: format %d, this bpfipe reads %d: unload with the bpfipe that loaded it", s.Format, stateFormat)
 	}
+	active, rest, err := statePart(rest)
+	if err != nil {
+		return nil, err
+	}
+	previous, _, err := statePart(rest)
+	if err != nil {
+		return nil, err
+	}
+	s.Active.Text = string(active)
+	if s.Previous != nil {
+		s.Previous.Text = string(previous)
+	}
 	return &s, nil
+}
+
+// statePart splits one length-prefixed part off the front of blob.
+func statePart(blob []byte) (part, rest []byte, err error) {
+	if len(blob) < stateHeaderLen {
+		return nil, nil, fmt.Errorf("decode state: %d bytes where a length should be: %w", len(blob), errStateCorrupt)
+	}
+	n := binary.LittleEndian.Uint32(blob)
+	blob = blob[stateHeaderLen:]
+	if uint64(n) > uint64(len(blob)) {
+		return nil, nil, fmt.Errorf("decode state: length %d exceeds the %d bytes left: %w", n, len(blob), errStateCorrupt)
+	}
+	return blob[:n], blob[n:], nil
 }

@@ -3,6 +3,7 @@ package loader
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,14 +57,19 @@ func TestDecodeStateRejectsDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	jsonLen := binary.LittleEndian.Uint32(blob)
 	long := append([]byte(nil), blob...)
 	binary.LittleEndian.PutUint32(long, uint32(len(blob)))
 	truncatedJSON := append([]byte(nil), blob...)
 	binary.LittleEndian.PutUint32(truncatedJSON, 10)
+	longText := append([]byte(nil), blob...)
+	binary.LittleEndian.PutUint32(longText[stateHeaderLen+jsonLen:], uint32(len(blob)))
 	for name, b := range map[string][]byte{
-		"empty":            nil,
-		"length too large": long,
-		"json cut short":   truncatedJSON,
+		"empty":             nil,
+		"length too large":  long,
+		"json cut short":    truncatedJSON,
+		"text past the end": longText,
+		"texts missing":     blob[:stateHeaderLen+jsonLen],
 	} {
 		if _, err := decodeState(b); !errors.Is(err, errStateCorrupt) {
 			t.Errorf("%s: got %v, want errStateCorrupt", name, err)
@@ -71,10 +77,38 @@ func TestDecodeStateRejectsDamage(t *testing.T) {
 	}
 	future := sampleState()
 	blob, _ = encodeState(future)
-	body := strings.Replace(string(blob[stateHeaderLen:]), `"format":1`, `"format":2`, 1)
+	current, next := fmt.Sprintf(`"format":%d`, stateFormat), fmt.Sprintf(`"format":%d`, stateFormat+1)
+	body := strings.Replace(string(blob[stateHeaderLen:]), current, next, 1)
 	copy(blob[stateHeaderLen:], body)
-	if _, err := decodeState(blob); err == nil || !strings.Contains(err.Error(), "format 2") {
+	if _, err := decodeState(blob); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("format %d", stateFormat+1)) {
 		t.Errorf("a state of another format was read: %v", err)
+	}
+}
+
+// The texts are kept byte for byte, whatever they hold, and a state
+// without a previous policy reads back without one.
+func TestStateTextsRoundTrip(t *testing.T) {
+	for _, previous := range []*ActivePolicy{nil, {Name: "p", Version: "1.2.2", Text: ""}, {Name: "p", Text: "\"}\x00\xff\n"}} {
+		in := sampleState()
+		in.Active.Text = "policy_name=\"p\" \x00\xfe\n\\"
+		in.Previous = previous
+		blob, err := encodeState(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := decodeState(blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Active.Text != in.Active.Text {
+			t.Errorf("active text %q, want %q", out.Active.Text, in.Active.Text)
+		}
+		switch {
+		case previous == nil && out.Previous != nil:
+			t.Errorf("previous %+v, want none", out.Previous)
+		case previous != nil && (out.Previous == nil || *out.Previous != *previous):
+			t.Errorf("previous %+v, want %+v", out.Previous, previous)
+		}
 	}
 }
 
