@@ -88,7 +88,7 @@ lint:
 # minutes; BPFIPE_BENCH_SMOKE=1 measures briefly, BENCH_OUT=FILE keeps the
 # tables.
 bench: deps
-	$(GO) test -run=NONE -bench=. -benchmem $(if $(BPFIPE_BENCH_SMOKE),-benchtime=1x) ./policy/ ./maps/ ./loader/
+	$(GO) test -run=NONE -bench=. -benchmem $(if $(BPFIPE_BENCH_SMOKE),-benchtime=1x) ./policy/ ./maps/ ./bpf/ ./loader/
 	$(GO) run ./test/bench/run $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 # fuzz runs every fuzz target of a parser of untrusted bytes (policies,

@@ -139,6 +139,17 @@ func (h *DecideHarness) Run(op, hook uint8, subj TestSubject) DecideResult {
 	return DecideResult{RC: out.Rc, Decided: d.Decided != 0, Action: d.Action, Scope: d.Scope, Rule: d.Rule, Generation: d.Generation}
 }
 
+// ProgramStats is the kernel's BPF statistics of the test program: its
+// runs and their time, counted while statistics are enabled.
+func (h *DecideHarness) ProgramStats() *ebpf.ProgramStats {
+	h.t.Helper()
+	st, err := h.objs.Decide.Stats()
+	if err != nil {
+		h.t.Fatalf("read program statistics: %v", err)
+	}
+	return st
+}
+
 // Counters sums each counter over the CPUs.
 func (h *DecideHarness) Counters() [NumCounters]uint64 {
 	h.t.Helper()
