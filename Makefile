@@ -81,12 +81,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # bench runs the host micro-benchmarks (parse, compile, lookup, and, as
-# root, creating and filling the policy maps natively), then the
-# enforcement benchmark in a guest per stock kernel: exec and mmap under no
-# enforcement, bpfipe, in-tree IPE and fapolicyd, policy load times, kernel
-# memory, event throughput (test/bench, docs/benchmarks.md). About 10
-# minutes; BPFIPE_BENCH_SMOKE=1 measures briefly, BENCH_OUT=FILE keeps the
-# tables.
+# root, creating and filling the policy maps and a decision in the kernel,
+# natively), then the enforcement benchmark in a guest per stock kernel:
+# exec and mmap under no enforcement, bpfipe, in-tree IPE and fapolicyd,
+# policy load times, kernel memory, event throughput (test/bench,
+# docs/benchmarks.md). About a quarter of an hour; BPFIPE_BENCH_SMOKE=1
+# measures briefly, BENCH_OUT=FILE keeps the tables.
 bench: deps
 	$(GO) test -run=NONE -bench=. -benchmem $(if $(BPFIPE_BENCH_SMOKE),-benchtime=1x) ./policy/ ./maps/ ./bpf/ ./loader/
 	$(GO) run ./test/bench/run $(if $(BENCH_OUT),--out $(BENCH_OUT))

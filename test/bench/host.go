@@ -50,10 +50,15 @@ var Sizes = []int{1, 1000, 100000}
 // bounds what in-tree IPE can verify.
 var Fallbacks = []int{30000, 500}
 
-// FullParams is what `make bench` measures, in instructions: about ten
-// minutes here for both kernels side by side, 6.12 (with IPE) the longer.
+// FullParams is what `make bench` measures, in instructions: about a
+// quarter of an hour here for both kernels side by side, 6.12 (with IPE)
+// the longer. Eight rounds, so that each of 6.12's seven variants takes
+// every position; loops of about 0.2 s of guest time each, long enough
+// that the guest's own background work (a timer, a kworker) adds a small
+// fraction to any one of them: with 200 execs a round it swung the exec
+// ratios by up to 10%.
 func FullParams() Params {
-	return Params{Rounds: 6, ExecIters: 200, DynamicIters: 50, MmapIters: 5000, Sizes: Sizes, Fallbacks: Fallbacks,
+	return Params{Rounds: 8, ExecIters: 1000, DynamicIters: 200, MmapIters: 15000, Sizes: Sizes, Fallbacks: Fallbacks,
 		Updates: 3, EventExecs: 2000, Icount: true, Timeout: 30 * time.Minute}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -56,8 +57,15 @@ func (w *workloads) loop(n int, op func() error) (int, time.Duration, error) {
 		}
 	}
 	// A collection in the middle of a timed loop would be charged to
-	// whichever variant is unlucky.
+	// whichever variant is unlucky: collect now, and not again until the
+	// loop is over (it allocates little).
 	runtime.GC()
+	// So would the kernel's deferred work of what came before (RCU
+	// callbacks and workers freeing the last variant's maps and the last
+	// loop's processes): let it run while this process sleeps. Under
+	// -icount an idle guest skips ahead, so settling costs no host time.
+	time.Sleep(settle)
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	start := time.Now()
 	for range n {
 		if err := op(); err != nil {
@@ -66,6 +74,9 @@ func (w *workloads) loop(n int, op func() error) (int, time.Duration, error) {
 	}
 	return n, time.Since(start), nil
 }
+
+// settle is how long the guest idles before each timed loop.
+const settle = 100 * time.Millisecond
 
 // spawn forks, executes path and waits for it; anything but exit status 0
 // is an error, so a denied or broken run cannot pass for a fast one.
