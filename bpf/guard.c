@@ -261,9 +261,9 @@ int BPF_PROG(protect_path_truncate, const struct path *path, int ret)
 	return 0;
 }
 
-/* Nothing may appear in the pin directory but what bpfipe pins there: a
- * pin (BPF_OBJ_PIN creates through vfs_mkobj, which asks inode_create), a
- * directory, a symbolic or a hard link. */
+/* Nothing may appear in the pin directory but what bpfipe pins there, be
+ * it a pin (BPF_OBJ_PIN creates through vfs_mkobj, which asks
+ * inode_create), a directory, a symbolic or a hard link. */
 static __always_inline int guard_dir_change(struct inode *dir)
 {
 	struct guard_config *cfg = guard_config();
