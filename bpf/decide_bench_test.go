@@ -46,6 +46,7 @@ func BenchmarkKernelDecision(b *testing.B) {
 			h.SetPolicy(rows)
 			h.SetSettings(bpf.Settings{Enforcing: 1, Observable: maps.ObservableBits(all)})
 			before := h.ProgramStats()
+			b.ResetTimer()
 			for range b.N {
 				if got := h.Run(uint8(policy.OpExecute), bpf.HookMmap, subject); got.RC != 0 || !got.Decided {
 					b.Fatalf("decision %+v, want the policy's last rule to allow", got)
