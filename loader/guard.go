@@ -367,9 +367,8 @@ func nextLinkFloor() (uint32, error) {
 func linkGetNextID(start uint32) (uint32, error) {
 	const bpfLinkGetNextID = 31
 	attr := struct{ start, next, openFlags uint32 }{start: start}
-	_, _, errno := unix.Syscall(unix.SYS_BPF, bpfLinkGetNextID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	if errno != 0 {
-		return 0, errno
+	if err := sysBPF(bpfLinkGetNextID, unsafe.Pointer(&attr), unsafe.Sizeof(attr)); err != nil {
+		return 0, err
 	}
 	return attr.next, nil
 }

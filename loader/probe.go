@@ -161,7 +161,13 @@ const (
 // asking the kernel, and the kernel's answer is the point.
 func linkCommand(cmd uintptr, linkFD, progFD int) error {
 	attr := struct{ linkFD, newProgFD, flags, oldProgFD uint32 }{linkFD: uint32(linkFD), newProgFD: uint32(progFD)}
-	_, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	return sysBPF(cmd, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+}
+
+// sysBPF is bpf(2) for the few commands the loader issues itself; it
+// returns the kernel's errno as is.
+func sysBPF(cmd uintptr, attr unsafe.Pointer, size uintptr) error {
+	_, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(attr), size)
 	if errno != 0 {
 		return errno
 	}
