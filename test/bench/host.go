@@ -169,13 +169,6 @@ func prepare(ctx context.Context, work, kernel string, p Params) (vm.Config, []s
 	if err != nil {
 		return vm.Config{}, nil, err
 	}
-	list := func(ns []int) string {
-		s := make([]string, len(ns))
-		for i, n := range ns {
-			s[i] = strconv.Itoa(n)
-		}
-		return strings.Join(s, ",")
-	}
 	argv := []string{guestProgram,
 		"--static", guestStatic, "--dynamic", guestDynamic,
 		"--cert", guestCert, "--key", guestKey,
@@ -183,8 +176,8 @@ func prepare(ctx context.Context, work, kernel string, p Params) (vm.Config, []s
 		"--exec-iters", strconv.Itoa(p.ExecIters),
 		"--dynamic-iters", strconv.Itoa(p.DynamicIters),
 		"--mmap-iters", strconv.Itoa(p.MmapIters),
-		"--sizes", list(p.Sizes),
-		"--fallback", list(p.Fallbacks),
+		"--sizes", FormatSizes(p.Sizes),
+		"--fallback", FormatSizes(p.Fallbacks),
 		"--updates", strconv.Itoa(p.Updates),
 		"--event-execs", strconv.Itoa(p.EventExecs),
 	}

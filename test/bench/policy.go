@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -93,4 +94,27 @@ func TinyELF(status uint8) []byte {
 	le.PutUint64(ph[48:], 0x1000)
 	copy(b[codeStart:], code)
 	return b
+}
+
+// FormatSizes writes policy sizes as the flags of the benchmark's commands
+// take them: 1,1000,100000.
+func FormatSizes(sizes []int) string {
+	s := make([]string, len(sizes))
+	for i, n := range sizes {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// ParseSizes reads what FormatSizes writes: positive rule counts.
+func ParseSizes(list string) ([]int, error) {
+	var sizes []int
+	for _, field := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("sizes %q: %q is not a positive number of rules", list, field)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes, nil
 }

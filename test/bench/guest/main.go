@@ -58,7 +58,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	sizes, err := parseSizes(*sizesFlag)
+	sizes, err := bench.ParseSizes(*sizesFlag)
 	if err != nil {
 		fatal(err)
 	}
@@ -75,7 +75,7 @@ func main() {
 	}
 	var fallbackSizes []int
 	if *fallbacks != "" {
-		if fallbackSizes, err = parseSizes(*fallbacks); err != nil {
+		if fallbackSizes, err = bench.ParseSizes(*fallbacks); err != nil {
 			fatal(err)
 		}
 	}
@@ -116,18 +116,6 @@ func (o *output) note(text string) { o.record(bench.Record{Note: text}) }
 func fatal(err error) {
 	fmt.Fprintf(os.Stderr, "bench guest: %v\n", err)
 	os.Exit(1)
-}
-
-func parseSizes(s string) ([]int, error) {
-	var sizes []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("parse sizes %q: %q is not a positive number", s, f)
-		}
-		sizes = append(sizes, n)
-	}
-	return sizes, nil
 }
 
 func release() string {

@@ -2,7 +2,7 @@
 // benchmark guest (package bench) and prints the tables of
 // docs/benchmarks.md.
 //
-//	go run ./test/bench/run [--kernel NAME]... [--smoke] [--wall] [--out FILE] [--raw DIR]
+//	go run ./test/bench/run [--kernel NAME]... [--smoke] [--wall] [--rounds N] [--sizes LIST] [--out FILE] [--raw DIR]
 //
 // BPFIPE_BENCH_SMOKE=1 is --smoke: every variant, briefly and by the wall
 // clock, for a quick look.
@@ -42,6 +42,8 @@ func main() {
 	wall := flag.Bool("wall", false, "time with the wall clock, not in instructions (qemu -icount)")
 	outPath := flag.String("out", "", "also write the tables to this file")
 	rawDir := flag.String("raw", "", "keep each guest's raw output in this directory")
+	rounds := flag.Int("rounds", 0, "rounds per kernel (0: the default of the mode)")
+	sizes := flag.String("sizes", "", "policy sizes in rules, comma-separated (default: "+bench.FormatSizes(bench.Sizes)+")")
 	flag.Parse()
 	if len(kernels) == 0 {
 		kernels = vm.KernelNames()
@@ -52,6 +54,21 @@ func main() {
 	}
 	if *wall {
 		params.Icount = false
+	}
+	if *rounds < 0 {
+		fmt.Fprintf(os.Stderr, "bench: --rounds %d: want a positive number of rounds\n", *rounds)
+		os.Exit(2)
+	}
+	if *rounds > 0 {
+		params.Rounds = *rounds
+	}
+	if *sizes != "" {
+		list, err := bench.ParseSizes(*sizes)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: --sizes: %v\n", err)
+			os.Exit(2)
+		}
+		params.Sizes = list
 	}
 	// Counted in instructions, a guest's numbers do not depend on what
 	// else the host runs, so the kernels can share it; by the wall clock
