@@ -121,10 +121,13 @@ const (
 	// CounterNoPolicy counts hook calls allowed because no policy was
 	// active, which IPE neither decides nor audits.
 	CounterNoPolicy
-	// CounterScratchBusy counts hook calls that found all of their CPU's
-	// scratch slots taken: denied when enforcing, allowed when permissive,
-	// and neither decided nor audited.
+	// CounterScratchBusy counts hook calls that had an fs-verity digest to
+	// read and found all of their CPU's scratch slots taken: denied when
+	// enforcing, allowed when permissive, and neither decided nor audited.
 	CounterScratchBusy
+	// CounterPathLost counts events sent without their file's path (empty,
+	// marked truncated) because every scratch slot was taken.
+	CounterPathLost
 	// NumCounters is the size of the counters map.
 	NumCounters
 )

@@ -159,6 +159,7 @@ func TestConstantsMatchHeaders(t *testing.T) {
 		{"IPE_COUNTER_EVENTS_DROPPED", CounterEventsDropped},
 		{"IPE_COUNTER_NO_POLICY", CounterNoPolicy},
 		{"IPE_COUNTER_SCRATCH_BUSY", CounterScratchBusy},
+		{"IPE_COUNTER_PATH_LOST", CounterPathLost},
 		{"IPE_NUM_COUNTERS", NumCounters},
 
 		{"IPE_PATH_MAX", PathMax},

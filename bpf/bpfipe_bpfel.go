@@ -80,16 +80,8 @@ type bpfipeIpeRowKey struct {
 }
 
 type bpfipeIpeScratch struct {
-	_       structs.HostLayout
-	Subject struct {
-		_            structs.HostLayout
-		HasFile      uint8
-		BootVerified uint8
-		DvSigned     uint8
-		FvSigned     uint8
-		Dv           bpfipeIpeDigest
-		Fv           bpfipeIpeDigest
-	}
+	_        structs.HostLayout
+	Fv       bpfipeIpeDigest
 	_        [4]byte
 	Fsverity [68]uint8
 	Alg      [40]uint8

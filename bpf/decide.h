@@ -22,20 +22,28 @@
 #define IPE_MAX_ERRNO 4095
 
 struct ipe_decision {
-	__u32 decided; /* 0: no policy, out of scope or no scratch slot */
+	__u32 decided; /* 0: no policy or out of scope */
 	__u32 action;
 	__u32 scope;
 	__u32 rule; /* meaningful when scope is IPE_SCOPE_RULE */
 	__u32 generation;
 };
 
-/* Fill sc->subject for the operation's target (a struct file or NULL in the
- * LSM programs). Only the properties in needs (IPE_NEED_* of the op's BASE
- * row) that the settings mark observable must be set: the decision ignores
- * the others. */
-static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
-					__u8 hook, void *target, __u32 needs);
-/* Fill the file fields of an event (path, sid, sdev, ino). */
+struct ipe_work;
+
+/* Fill subj for the operation's target (a struct file or NULL in the LSM
+ * programs). Only the properties in needs (IPE_NEED_* of the op's BASE row)
+ * that the settings mark observable must be set: the decision ignores the
+ * others. A digest pointer, when not NULL, points at a digest of 1 to
+ * IPE_DIGEST_MAX bytes, zero-padded, that stays put until the call
+ * returns (a map value, or the call's scratch slot). Returns false when a
+ * property could not be read for lack of working memory: the call then
+ * goes undecided. */
+static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
+					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs);
+/* Fill the file fields of an event (path, sid, sdev, ino). sc is working
+ * memory for the path, NULL when none was free: the path is then left
+ * empty and marked truncated. */
 static __always_inline void ipe_describe(struct ipe_event *e, struct ipe_scratch *sc, void *target);
 
 /* An earlier program on the hook already decided: keep its verdict. The
@@ -96,9 +104,31 @@ static __always_inline struct ipe_scratch *ipe_scratch_get(__u64 **busy, __u32 *
 	return sc;
 }
 
-static __always_inline void ipe_scratch_put(__u64 *busy, __u32 slot)
+/* A hook call's working memory: a scratch slot, claimed when first needed
+ * (an fs-verity digest to read, an event's path to assemble) and given
+ * back when the call returns. Most calls need none, and claiming one
+ * costs more than the rest of an allowed decision's bookkeeping. */
+struct ipe_work {
+	struct ipe_scratch *sc;
+	__u64 *busy;
+	__u32 slot;
+	__u32 tried; /* a claim failed: every slot of this CPU is in use */
+};
+
+/* The call's slot, claimed now if need be; NULL when none is free. */
+static __always_inline struct ipe_scratch *ipe_work_scratch(struct ipe_work *w)
 {
-	__sync_fetch_and_and(busy, ~(1ull << (slot & (IPE_SCRATCH_SLOTS - 1))));
+	if (w->sc || w->tried)
+		return w->sc;
+	w->tried = 1;
+	w->sc = ipe_scratch_get(&w->busy, &w->slot);
+	return w->sc;
+}
+
+static __always_inline void ipe_work_release(struct ipe_work *w)
+{
+	if (w->sc && w->busy)
+		__sync_fetch_and_and(w->busy, ~(1ull << (w->slot & (IPE_SCRATCH_SLOTS - 1))));
 }
 
 /* One boolean property's state from used and holds, each 0 or 1:
@@ -214,10 +244,9 @@ static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
 /* IPE's ipe_evaluate_event over the tables: the smallest verdict of the
  * rows that exist for the subject, where the BASE row holds the DEFAULTs
  * below every rule. */
-static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, struct ipe_scratch *sc, __u8 op,
-				       __u32 observable, struct ipe_decision *d)
+static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
+				       __u8 op, __u32 observable, struct ipe_decision *d)
 {
-	struct ipe_subject *subj = &sc->subject;
 	__u32 best, state, needs;
 	bool dv, fv;
 
@@ -235,14 +264,14 @@ static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, s
 	state = ipe_state(subj, observable, needs);
 	best = ipe_verdict_in(base, state);
 
-	dv = subj->has_file && (observable & IPE_OBSERVE_DV_ROOTHASH) && subj->dv.len;
-	fv = subj->has_file && (observable & IPE_OBSERVE_FV_DIGEST) && subj->fv.len;
+	dv = subj->has_file && (observable & IPE_OBSERVE_DV_ROOTHASH) && subj->dv;
+	fv = subj->has_file && (observable & IPE_OBSERVE_FV_DIGEST) && subj->fv;
 	if (dv && (needs & IPE_NEED_DV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DV, op, &subj->dv, NULL, state));
+		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DV, op, subj->dv, NULL, state));
 	if (fv && (needs & IPE_NEED_FV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_FV, op, NULL, &subj->fv, state));
+		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_FV, op, NULL, subj->fv, state));
 	if (dv && fv && (needs & IPE_NEED_DVFV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DVFV, op, &subj->dv, &subj->fv, state));
+		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DVFV, op, subj->dv, subj->fv, state));
 
 	d->action = best & 1;
 	if (best < IPE_VERDICT_OP_DEFAULT) {
@@ -260,9 +289,10 @@ static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, s
 }
 
 static __always_inline void ipe_report(const struct ipe_decision *d, __u8 op, __u8 hook, __u32 enforcing,
-				       struct ipe_scratch *sc, void *target)
+				       const struct ipe_subject *subj, struct ipe_work *w, void *target)
 {
 	struct ipe_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct ipe_scratch *sc;
 
 	if (!e) {
 		ipe_count(IPE_COUNTER_EVENTS_DROPPED);
@@ -278,8 +308,11 @@ static __always_inline void ipe_report(const struct ipe_decision *d, __u8 op, __
 	e->enforcing = enforcing != 0;
 	e->action = d->action;
 	e->scope = d->scope;
-	e->has_file = sc->subject.has_file;
+	e->has_file = subj->has_file;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	sc = ipe_work_scratch(w);
+	if (!sc && subj->has_file)
+		ipe_count(IPE_COUNTER_PATH_LOST);
 	ipe_describe(e, sc, target);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -291,10 +324,11 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	struct ipe_decision d = {};
 	const struct ipe_settings *live;
 	struct ipe_settings cfg;
-	struct ipe_scratch *sc;
+	struct ipe_subject subj;
+	struct ipe_work w = {};
 	struct ipe_row *base;
-	__u32 zero = 0, slot = 0;
-	__u64 *busy;
+	__u32 zero = 0;
+	int rc = 0;
 	void *rows;
 
 	live = bpf_map_lookup_elem(&settings, &zero);
@@ -312,26 +346,26 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 		ipe_count(IPE_COUNTER_NO_POLICY);
 		return 0;
 	}
-	sc = ipe_scratch_get(&busy, &slot);
-	if (!sc) {
-		ipe_count(IPE_COUNTER_SCRATCH_BUSY);
-		return cfg.enforcing ? -IPE_EACCES : 0;
-	}
 
 	/* Every op has a BASE row; anything else is IPE_OP_INVALID's. */
 	if (op > IPE_OP_INVALID)
 		op = IPE_OP_INVALID;
 	base = ipe_base_row(rows, op);
-	ipe_observe(sc, &cfg, hook, target, base ? base->needs : 0);
-	ipe_decide(rows, base, sc, op, cfg.observable, &d);
+	if (!ipe_observe(&subj, &w, &cfg, hook, target, base ? base->needs : 0)) {
+		ipe_count(IPE_COUNTER_SCRATCH_BUSY);
+		rc = cfg.enforcing ? -IPE_EACCES : 0;
+		goto out;
+	}
+	ipe_decide(rows, base, &subj, op, cfg.observable, &d);
 	ipe_count(hook * 2 + (d.action & 1));
 	if (d.action == IPE_ACTION_DENY || cfg.success_audit)
-		ipe_report(&d, op, hook, cfg.enforcing, sc, target);
-	ipe_scratch_put(busy, slot);
-
+		ipe_report(&d, op, hook, cfg.enforcing, &subj, &w, target);
+	rc = d.action == IPE_ACTION_DENY && cfg.enforcing ? -IPE_EACCES : 0;
+out:
+	ipe_work_release(&w);
 	if (out)
 		*out = d;
-	return d.action == IPE_ACTION_DENY && cfg.enforcing ? -IPE_EACCES : 0;
+	return rc;
 }
 
 #endif

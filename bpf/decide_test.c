@@ -15,6 +15,16 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* The subject as the test gives it: digests of length 0 are absent. */
+struct ipe_test_subject {
+	__u8 has_file;
+	__u8 boot_verified;
+	__u8 dv_signed;
+	__u8 fv_signed;
+	struct ipe_digest dv;
+	struct ipe_digest fv;
+};
+
 /* One call's inputs, written by the test, and outputs, written by the
  * program. A map carries it: syscall programs, whose context goes both
  * ways, are sleepable and may not use map-in-map, and raw tracepoint
@@ -23,7 +33,7 @@ struct ipe_test_ctx {
 	__u8 op;
 	__u8 hook;
 	__u8 pad[2];
-	struct ipe_subject subject;
+	struct ipe_test_subject subject;
 	__s32 rc;
 	struct ipe_decision decision;
 };
@@ -38,18 +48,46 @@ struct {
 /* Marks events as coming from this program, in place of a file's path. */
 static const char ipe_test_path[] = "decide_test";
 
-static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
-					__u8 hook, void *target, __u32 needs)
+/* As file.h does: the root hash stays where it is (the devices map there,
+ * the test's input here), the fs-verity digest goes through the call's
+ * scratch slot. */
+static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
+					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs)
 {
 	struct ipe_test_ctx *t = target;
+	struct ipe_test_subject *in = &t->subject;
+	struct ipe_scratch *sc;
 
-	sc->subject = t->subject;
+	subj->has_file = in->has_file;
+	subj->boot_verified = in->boot_verified;
+	subj->dv_signed = in->dv_signed;
+	subj->fv_signed = in->fv_signed;
+	subj->dv = NULL;
+	subj->fv = NULL;
+	if (in->dv.len && in->dv.len <= IPE_DIGEST_MAX)
+		subj->dv = &in->dv;
+	if (in->fv.len && (needs & (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS)) &&
+	    (cfg->observable & IPE_OBSERVE_FV_DIGEST)) {
+		sc = ipe_work_scratch(w);
+		if (!sc)
+			return false;
+		sc->fv = in->fv;
+		if (sc->fv.len <= IPE_DIGEST_MAX)
+			subj->fv = &sc->fv;
+	}
+	return true;
 }
 
 static __always_inline void ipe_describe(struct ipe_event *e, struct ipe_scratch *sc, void *target)
 {
-	if (sc->subject.has_file)
+	struct ipe_test_ctx *t = target;
+
+	if (!t->subject.has_file)
+		return;
+	if (sc)
 		__builtin_memcpy(e->path, ipe_test_path, sizeof(ipe_test_path));
+	else
+		e->path_truncated = 1;
 }
 
 /* Never attached: run with BPF_PROG_TEST_RUN only. */

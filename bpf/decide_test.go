@@ -564,29 +564,69 @@ func TestFullRingBufferCountsDroppedEvents(t *testing.T) {
 	}
 }
 
+// TestScratchSlots: a decision claims working memory only to read an
+// fs-verity digest or to describe its file in an event. Without a free
+// slot, the first goes undecided (denied when enforcing) and the second
+// goes out without its path; each is counted.
 func TestScratchSlots(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetPolicy(table(1, action(policy.Allow), nil))
 	const allSlots = 1<<scratchSlots - 1
-
+	// The digest row allows; everything else falls to the deny default.
+	h.SetPolicy(table(1, action(policy.Deny), nil,
+		ruleRow(RowKindFV, policy.OpExecute, nil, fvA, everywhere(verdict(0, policy.Allow)))))
+	fsverity := TestSubject{HasFile: true, FV: fvA}
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
 	h.SetScratchBusy(allSlots)
-	got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
-	if got.RC != errEACCES || got.Decided {
-		t.Errorf("no free slot, enforcing: got %+v, want an undecided -EACCES", got)
+
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fsverity); got.RC != errEACCES || got.Decided {
+		t.Errorf("fs-verity digest, no free slot, enforcing: got %+v, want an undecided -EACCES", got)
 	}
 	h.SetSettings(Settings{Enforcing: 0, Observable: allObservable})
-	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || got.Decided {
-		t.Errorf("no free slot, permissive: got %+v, want an undecided 0", got)
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fsverity); got.RC != 0 || got.Decided {
+		t.Errorf("fs-verity digest, no free slot, permissive: got %+v, want an undecided 0", got)
 	}
 	if c := h.Counters(); c[CounterScratchBusy] != 2 {
 		t.Errorf("scratch-busy counter %d, want 2", c[CounterScratchBusy])
 	}
+	if e, ok := h.NextEvent(); ok {
+		t.Errorf("an undecided call emitted %+v", e)
+	}
 
-	// The last free slot is enough, and is given back.
+	// Nothing to read into a slot and nothing to report: decided anyway.
+	h.SetPolicy(table(2, action(policy.Allow), nil))
+	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || !got.Decided {
+		t.Errorf("no digest, no free slot: got %+v, want a decided allow", got)
+	}
+	if c := h.Counters(); c[CounterScratchBusy] != 2 {
+		t.Errorf("scratch-busy counter %d after a call that needed no slot, want 2", c[CounterScratchBusy])
+	}
+
+	// An event without a slot for its path: sent, marked, counted.
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || !got.Decided {
+		t.Errorf("success audit, no free slot: got %+v, want a decided allow", got)
+	}
+	e, ok := h.NextEvent()
+	switch {
+	case !ok:
+		t.Error("success audit without a free slot emitted no event")
+	case e.PathTruncated != 1 || e.Path[0] != 0 || e.Generation != 2:
+		t.Errorf("event %+v, want generation 2, an empty path marked truncated", e)
+	}
+	if c := h.Counters(); c[CounterScratchBusy] != 2 || c[CounterPathLost] != 1 {
+		t.Errorf("scratch-busy counter %d, path-lost %d, want 2 and 1", c[CounterScratchBusy], c[CounterPathLost])
+	}
+
+	// The last free slot is enough for both, and is given back.
+	h.SetPolicy(table(3, action(policy.Deny), nil,
+		ruleRow(RowKindFV, policy.OpExecute, nil, fvA, everywhere(verdict(0, policy.Allow)))))
 	h.SetScratchBusy(allSlots &^ (1 << 3))
-	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); !got.Decided {
-		t.Errorf("one free slot: got %+v, want a decision", got)
+	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fsverity); got.RC != 0 || !got.Decided || got.Scope != ScopeRule {
+		t.Errorf("one free slot: got %+v, want the digest rule to allow", got)
+	}
+	if e, ok := h.NextEvent(); !ok || e.PathTruncated != 0 || e.Path[0] == 0 {
+		t.Errorf("one free slot: event %+v (sent: %t), want one with its path", e, ok)
 	}
 	for cpu, mask := range h.ScratchBusy() {
 		if mask != allSlots&^(1<<3) {
@@ -595,15 +635,17 @@ func TestScratchSlots(t *testing.T) {
 	}
 
 	h.SetScratchBusy(0)
-	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
 	for op := range uint8(policy.OpInvalid) + 1 {
-		h.Run(op, HookKernelRead, fileBoot)
+		h.Run(op, HookKernelRead, fsverity)
 		h.Run(op, HookKernelLoad, TestSubject{})
 	}
 	for cpu, mask := range h.ScratchBusy() {
 		if mask != 0 {
 			t.Errorf("CPU %d kept slots %#x taken after its calls returned", cpu, mask)
 		}
+	}
+	if c := h.Counters(); c[CounterScratchBusy] != 2 || c[CounterPathLost] != 1 {
+		t.Errorf("scratch-busy counter %d, path-lost %d with slots free, want them left at 2 and 1", c[CounterScratchBusy], c[CounterPathLost])
 	}
 }
 

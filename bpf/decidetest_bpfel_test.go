@@ -47,8 +47,13 @@ type decidetestIpeInodeState struct {
 }
 
 type decidetestIpeScratch struct {
-	_        structs.HostLayout
-	Subject  decidetestIpeSubject
+	_  structs.HostLayout
+	Fv struct {
+		_     structs.HostLayout
+		Len   uint32
+		Alg   [32]uint8
+		Bytes [64]uint8
+	}
 	_        [4]byte
 	Fsverity [68]uint8
 	Alg      [40]uint8
@@ -65,7 +70,17 @@ type decidetestIpeSettings struct {
 	Observable   uint32
 }
 
-type decidetestIpeSubject struct {
+type decidetestIpeTestCtx struct {
+	_        structs.HostLayout
+	Op       uint8
+	Hook     uint8
+	Pad      [2]uint8
+	Subject  decidetestIpeTestSubject
+	Rc       int32
+	Decision decidetestIpeDecision
+}
+
+type decidetestIpeTestSubject struct {
 	_            structs.HostLayout
 	HasFile      uint8
 	BootVerified uint8
@@ -83,16 +98,6 @@ type decidetestIpeSubject struct {
 		Alg   [32]uint8
 		Bytes [64]uint8
 	}
-}
-
-type decidetestIpeTestCtx struct {
-	_        structs.HostLayout
-	Op       uint8
-	Hook     uint8
-	Pad      [2]uint8
-	Subject  decidetestIpeSubject
-	Rc       int32
-	Decision decidetestIpeDecision
 }
 
 // Names of all BPF objects in the ELF.

@@ -78,7 +78,7 @@ static __always_inline void ipe_put6(__u8 *dst, __u8 a, __u8 b, __u8 c, __u8 d, 
 static __always_inline void ipe_fsverity_by_kfunc(struct ipe_scratch *sc, struct file *file)
 {
 	struct fsverity_digest *raw = (void *)sc->fsverity;
-	struct ipe_digest *fv = &sc->subject.fv;
+	struct ipe_digest *fv = &sc->fv;
 	struct bpf_dynptr ptr;
 	__u32 size;
 
@@ -105,7 +105,7 @@ static __always_inline void ipe_fsverity_by_kfunc(struct ipe_scratch *sc, struct
 static __always_inline void ipe_fsverity_by_core(struct ipe_scratch *sc, struct inode *inode)
 {
 	struct inode___ipe *ino = (void *)inode;
-	struct ipe_digest *fv = &sc->subject.fv;
+	struct ipe_digest *fv = &sc->fv;
 	const struct fsverity_hash_alg___ipe *alg;
 	struct fsverity_info___ipe *vi;
 	int size;
@@ -124,23 +124,24 @@ static __always_inline void ipe_fsverity_by_core(struct ipe_scratch *sc, struct 
 	fv->len = size;
 }
 
-/* The file's fs-verity digest, as fsverity_get_digest gives it to IPE.
- * hook is a constant in each program, so each keeps one of the branches. */
+/* The file's fs-verity digest into sc->fv, as fsverity_get_digest gives it
+ * to IPE; sc->fv.len stays 0 for a file without one. hook is a constant in
+ * each program, so each keeps one of the branches. */
 static __always_inline void ipe_fsverity_digest(struct ipe_scratch *sc, struct file *file,
 						struct inode *inode, __u8 hook)
 {
+	__builtin_memset(&sc->fv, 0, sizeof(sc->fv));
 	if (hook != IPE_HOOK_MPROTECT && ipe_ksym_exists(bpf_get_fsverity_digest))
 		ipe_fsverity_by_kfunc(sc, file);
 	else if (bpf_core_field_exists(struct inode___ipe, i_verity_info))
 		ipe_fsverity_by_core(sc, inode);
-	if (sc->subject.fv.len == 0)
-		__builtin_memset(&sc->subject.fv, 0, sizeof(sc->subject.fv));
+	if (sc->fv.len == 0)
+		__builtin_memset(&sc->fv, 0, sizeof(sc->fv));
 }
 
-static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe_settings *cfg,
-					__u8 hook, void *target, __u32 needs)
+static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
+					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs)
 {
-	struct ipe_subject *subj = &sc->subject;
 	__u32 observable = cfg->observable;
 	struct file *file = target;
 	struct block_device *bdev;
@@ -149,22 +150,22 @@ static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe
 	struct inode *inode;
 	bool want_dv, want_fv;
 
-	/* Flags and lengths only: a digest is read (and zero-padded) only when
-	 * it is looked up, which its length says. */
+	struct ipe_scratch *sc;
+
 	subj->has_file = 0;
 	subj->boot_verified = 0;
 	subj->dv_signed = 0;
 	subj->fv_signed = 0;
-	subj->dv.len = 0;
-	subj->fv.len = 0;
+	subj->dv = NULL;
+	subj->fv = NULL;
 	if (!file)
-		return;
+		return true;
 	subj->has_file = 1;
 	/* A direct load keeps the inode a BTF pointer, as the inode storage
 	 * helper requires. */
 	inode = file->f_inode;
 	if (!inode)
-		return;
+		return true;
 
 	/* IPE marks the superblock of the mount, not of the inode, so that a
 	 * file reached through overlayfs is not "from initramfs". Here and
@@ -186,16 +187,20 @@ static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe
 			if (dev) {
 				subj->dv_signed = dev->signed_ != 0;
 				/* The map's writers zero-pad a root hash. */
-				if (want_dv && dev->root_hash.len <= IPE_DIGEST_MAX)
-					subj->dv = dev->root_hash;
+				if (want_dv && dev->root_hash.len && dev->root_hash.len <= IPE_DIGEST_MAX)
+					subj->dv = &dev->root_hash;
 			}
 		}
 	}
 
 	want_fv = (needs & (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS)) && (observable & IPE_OBSERVE_FV_DIGEST);
 	if (want_fv) {
-		__builtin_memset(&subj->fv, 0, sizeof(subj->fv));
+		sc = ipe_work_scratch(w);
+		if (!sc)
+			return false;
 		ipe_fsverity_digest(sc, file, inode, hook);
+		if (sc->fv.len)
+			subj->fv = &sc->fv;
 	}
 
 	if ((needs & IPE_NEED_FV_SIGNATURE) && (observable & IPE_OBSERVE_FV_SIGNATURE)) {
@@ -203,6 +208,7 @@ static __always_inline void ipe_observe(struct ipe_scratch *sc, const struct ipe
 
 		subj->fv_signed = st && st->fsverity_signed;
 	}
+	return true;
 }
 
 /* The path walk's state, shared with its bpf_loop callback: one verified
@@ -361,7 +367,10 @@ static __always_inline void ipe_describe(struct ipe_event *e, struct ipe_scratch
 	e->ino = BPF_CORE_READ(inode, i_ino);
 	e->sdev = BPF_CORE_READ(sb, s_dev);
 	bpf_core_read_str(e->sid, sizeof(e->sid), &sb->s_id);
-	ipe_file_path(e, sc, file);
+	if (sc)
+		ipe_file_path(e, sc, file);
+	else
+		e->path_truncated = 1;
 }
 
 #endif

@@ -11,7 +11,7 @@ package bpf
 // program type that loads where LSM programs cannot. Its bindings end in
 // _test.go so only tests build them.
 //go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type ipe_event -type ipe_row_key -type ipe_row -type ipe_device_key -type ipe_device -type ipe_settings -type ipe_digest bpfipe bpfipe.c
-//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -output-suffix _test -type ipe_test_ctx -type ipe_subject -type ipe_decision decidetest decide_test.c
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -output-suffix _test -type ipe_test_ctx -type ipe_test_subject -type ipe_decision decidetest decide_test.c
 //
 // The third object is the tamper guard (guard.c). It is separate so the
 // loader can attach it before it creates any of the objects it protects.

@@ -155,10 +155,13 @@ struct ipe_settings {
 #define IPE_COUNTER_EVENTS_DROPPED (IPE_NUM_HOOKS * 2)
 /* Hook calls allowed because no policy is active (IPE's early return). */
 #define IPE_COUNTER_NO_POLICY (IPE_NUM_HOOKS * 2 + 1)
-/* Hook calls that found every scratch slot of their CPU taken and were
- * denied when enforcing (allowed when permissive), undecided. */
+/* Hook calls that had an fs-verity digest to read, found every scratch
+ * slot of their CPU taken and were denied when enforcing (allowed when
+ * permissive), undecided. */
 #define IPE_COUNTER_SCRATCH_BUSY (IPE_NUM_HOOKS * 2 + 2)
-#define IPE_NUM_COUNTERS (IPE_NUM_HOOKS * 2 + 3)
+/* Events sent without their file's path, for the same reason. */
+#define IPE_COUNTER_PATH_LOST (IPE_NUM_HOOKS * 2 + 3)
+#define IPE_NUM_COUNTERS (IPE_NUM_HOOKS * 2 + 4)
 
 #define IPE_PATH_MAX 256
 #define IPE_SID_LEN 32 /* sizeof(sb->s_id) */

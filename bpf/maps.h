@@ -90,18 +90,21 @@ struct {
 	__type(value, struct ipe_inode_state);
 } inode_states SEC(".maps");
 
-/* Working memory of one decision: too big for the 512-byte stack. */
+/* What a decision knows of its subject, on the decision's stack. */
 struct ipe_subject {
 	__u8 has_file;
 	__u8 boot_verified;
 	__u8 dv_signed;
 	__u8 fv_signed;
-	struct ipe_digest dv; /* len 0: no dm-verity root hash known */
-	struct ipe_digest fv; /* len 0: not an fs-verity file */
+	const struct ipe_digest *dv; /* NULL: no dm-verity root hash known */
+	const struct ipe_digest *fv; /* NULL: not an fs-verity file */
 };
 
+/* Working memory of a hook call that reads an fs-verity digest or
+ * describes its file in an event: too big for the 512-byte stack, which
+ * the decision mostly takes. */
 struct ipe_scratch {
-	struct ipe_subject subject;
+	struct ipe_digest fv;
 	/* struct fsverity_digest as bpf_get_fsverity_digest fills it. */
 	__u8 fsverity[4 + IPE_DIGEST_MAX] __attribute__((aligned(8)));
 	/* Room to tell an algorithm name of IPE_ALG_LEN bytes from a longer one. */

@@ -40,9 +40,13 @@ type Status struct {
 	EventsDropped     uint64       `json:"events_dropped"`
 	// NoPolicy counts hook calls allowed because no policy was installed.
 	NoPolicy uint64 `json:"no_policy"`
-	// ScratchBusy counts hook calls that found no working memory free and
-	// were decided without evaluation.
+	// ScratchBusy counts hook calls that had an fs-verity digest to read,
+	// found no working memory free and went undecided (denied when
+	// enforcing).
 	ScratchBusy uint64 `json:"scratch_busy"`
+	// PathsLost counts events sent without their file's path for the same
+	// lack of working memory.
+	PathsLost uint64 `json:"paths_lost"`
 
 	// Resolver is the device resolver following dm-verity devices where
 	// the kernel cannot capture them (resolver.go); nil with capture and
@@ -98,6 +102,7 @@ func (r *Running) Status() (*Status, error) {
 	s.EventsDropped = at(counts, bpf.CounterEventsDropped)
 	s.NoPolicy = at(counts, bpf.CounterNoPolicy)
 	s.ScratchBusy = at(counts, bpf.CounterScratchBusy)
+	s.PathsLost = at(counts, bpf.CounterPathLost)
 	var key bpf.DeviceKey
 	var value bpf.Device
 	it := r.devices.Iterate()

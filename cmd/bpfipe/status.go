@@ -96,7 +96,10 @@ func printStatus(w io.Writer, st *loader.Status) {
 	}
 	line("events lost", "%d", st.EventsDropped)
 	if st.ScratchBusy != 0 {
-		line("undecided", "%d (no working memory free; denied when enforcing)", st.ScratchBusy)
+		line("undecided", "%d (no working memory free to read an fs-verity digest; denied when enforcing)", st.ScratchBusy)
+	}
+	if st.PathsLost != 0 {
+		line("paths lost", "%d (events sent without their file's path: no working memory free)", st.PathsLost)
 	}
 }
 

@@ -184,8 +184,8 @@ func TestStatusCounters(t *testing.T) {
 	if allow, deny := delta(hookMprotect); allow != 0 || deny != 1 {
 		t.Errorf("MPROTECT counters grew by allow=%d deny=%d, want allow=0 deny=1", allow, deny)
 	}
-	if after.EventsDropped != 0 || after.ScratchBusy != 0 {
-		t.Errorf("events_dropped=%d scratch_busy=%d, want 0", after.EventsDropped, after.ScratchBusy)
+	if after.EventsDropped != 0 || after.ScratchBusy != 0 || after.PathsLost != 0 {
+		t.Errorf("events_dropped=%d scratch_busy=%d paths_lost=%d, want 0", after.EventsDropped, after.ScratchBusy, after.PathsLost)
 	}
 }
 

@@ -262,6 +262,7 @@ type Status struct {
 	EventsDropped uint64       `json:"events_dropped"`
 	NoPolicy      uint64       `json:"no_policy"`
 	ScratchBusy   uint64       `json:"scratch_busy"`
+	PathsLost     uint64       `json:"paths_lost"`
 }
 
 // Counts returns hook's counters; ok is false when status has none.
