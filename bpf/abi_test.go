@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bpfipe/bpfipe/policy"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -160,6 +162,7 @@ func TestConstantsMatchHeaders(t *testing.T) {
 		{"IPE_COUNTER_NO_POLICY", CounterNoPolicy},
 		{"IPE_COUNTER_SCRATCH_BUSY", CounterScratchBusy},
 		{"IPE_COUNTER_PATH_LOST", CounterPathLost},
+		{"IPE_SEEDS_PER_ROW", SeedsPerRow},
 		{"IPE_NUM_COUNTERS", NumCounters},
 
 		{"IPE_PATH_MAX", PathMax},
@@ -278,8 +281,14 @@ func TestMapsMatchABI(t *testing.T) {
 		}
 	}
 	inner := spec.Maps["policy"].InnerMap
-	if inner == nil || inner.Type != ebpf.Hash || int(inner.KeySize) != binary.Size(RowKey{}) || int(inner.ValueSize) != binary.Size(Row{}) {
-		t.Errorf("policy inner map %+v, want a hash of RowKey to Row", inner)
+	if inner == nil || inner.Type != ebpf.Array || inner.KeySize != 4 || int(inner.ValueSize) != binary.Size(Row{}) || inner.Flags&unix.BPF_F_INNER_MAP == 0 {
+		t.Errorf("policy inner map %+v, want an array of Row with BPF_F_INNER_MAP", inner)
+	}
+	if BaseRows != int(policy.OpInvalid)+1 {
+		t.Errorf("BaseRows = %d, want a BASE row for each of the %d ops", BaseRows, policy.OpInvalid+1)
+	}
+	if SeedsPerRow*4 > binary.Size(Row{}) {
+		t.Errorf("%d seeds do not fit in a row of %d bytes", SeedsPerRow, binary.Size(Row{}))
 	}
 }
 

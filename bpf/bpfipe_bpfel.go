@@ -61,10 +61,12 @@ type bpfipeIpeInodeState struct {
 
 type bpfipeIpeRow struct {
 	_          structs.HostLayout
+	Key        bpfipeIpeRowKey
 	Verdict    [27]uint32
 	Generation uint32
 	Needs      uint32
-	Pad        uint32
+	Buckets    uint32
+	Slots      uint32
 	Dv         bpfipeIpeDigest
 	Fv         bpfipeIpeDigest
 }

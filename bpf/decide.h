@@ -202,11 +202,71 @@ static __always_inline __u32 ipe_verdict_in(const struct ipe_row *row, __u32 sta
 	return row->verdict[state & 31];
 }
 
+/* murmur3's 64-bit finalizer: a bijection that spreads every input bit
+ * over the output. */
+static __always_inline __u64 ipe_mix64(__u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/* A row key's hash (bpf.KeyHash in Go): its three 64-bit words, mixed in
+ * turn. */
+static __always_inline __u64 ipe_key_hash(const struct ipe_row_key *k)
+{
+	__u64 w0 = k->kind | (__u64)k->op << 8 | (__u64)k->link << 16;
+	__u64 w1 = k->dv_fold[0] | (__u64)k->dv_fold[1] << 32;
+	__u64 w2 = k->fv_fold[0] | (__u64)k->fv_fold[1] << 32;
+
+	return ipe_mix64(ipe_mix64(ipe_mix64(w0) ^ w1) ^ w2);
+}
+
+static __always_inline bool ipe_key_equal(const struct ipe_row_key *a, const struct ipe_row_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+	_Static_assert(sizeof(struct ipe_row_key) == 20, "ipe_key_equal compares five words");
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
+/* The row of key in the table, or NULL: the bucket's seed, then the slot
+ * it sends the key to (see ipe.h); base holds the geometry. */
+static __always_inline struct ipe_row *ipe_table_find(void *rows, const struct ipe_row *base,
+						      const struct ipe_row_key *key)
+{
+	__u32 buckets = base->buckets, slots = base->slots;
+	__u32 bucket, index, seed;
+	struct ipe_row *row;
+	const __u32 *seeds;
+	__u64 h;
+
+	if (!buckets || !slots)
+		return NULL;
+	h = ipe_key_hash(key);
+	bucket = (__u32)(h >> 32) % buckets;
+	index = IPE_OP_INVALID + 1 + bucket / IPE_SEEDS_PER_ROW;
+	seeds = bpf_map_lookup_elem(rows, &index);
+	if (!seeds)
+		return NULL;
+	seed = seeds[bucket % IPE_SEEDS_PER_ROW];
+	index = IPE_OP_INVALID + 1 + (buckets + IPE_SEEDS_PER_ROW - 1) / IPE_SEEDS_PER_ROW +
+		(__u32)ipe_mix64(h ^ seed) % slots;
+	row = bpf_map_lookup_elem(rows, &index);
+	if (!row || !ipe_key_equal(&row->key, key))
+		return NULL;
+	return row;
+}
+
 /* The verdict of the row of kind for op and the subject's digests (dv, fv
  * or both, NULL for the one the kind does not have), following the links
  * of rows whose digests fold alike. */
-static __always_inline __u32 ipe_digest_verdict(void *rows, __u8 kind, __u8 op, const struct ipe_digest *dv,
-						const struct ipe_digest *fv, __u32 state)
+static __always_inline __u32 ipe_digest_verdict(void *rows, const struct ipe_row *base, __u8 kind, __u8 op,
+						const struct ipe_digest *dv, const struct ipe_digest *fv,
+						__u32 state)
 {
 	struct ipe_row_key key = { .kind = kind, .op = op };
 
@@ -219,7 +279,7 @@ static __always_inline __u32 ipe_digest_verdict(void *rows, __u8 kind, __u8 op, 
 		struct ipe_row *row;
 
 		key.link = link;
-		row = bpf_map_lookup_elem(rows, &key);
+		row = ipe_table_find(rows, base, &key);
 		if (!row)
 			return IPE_NO_VERDICT;
 		if ((!dv || ipe_digest_equal(&row->dv, dv)) && (!fv || ipe_digest_equal(&row->fv, fv)))
@@ -233,12 +293,13 @@ static __always_inline __u32 ipe_min(__u32 a, __u32 b)
 	return a < b ? a : b;
 }
 
-/* The BASE row of op: every op has one, IPE_OP_INVALID included. */
+/* The BASE row of op, at the op's index: every op has one, IPE_OP_INVALID
+ * included. */
 static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
 {
-	struct ipe_row_key key = { .kind = IPE_ROW_BASE, .op = op };
+	__u32 index = op;
 
-	return bpf_map_lookup_elem(rows, &key);
+	return bpf_map_lookup_elem(rows, &index);
 }
 
 /* IPE's ipe_evaluate_event over the tables: the smallest verdict of the
@@ -267,11 +328,11 @@ static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, c
 	dv = subj->has_file && (observable & IPE_OBSERVE_DV_ROOTHASH) && subj->dv;
 	fv = subj->has_file && (observable & IPE_OBSERVE_FV_DIGEST) && subj->fv;
 	if (dv && (needs & IPE_NEED_DV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DV, op, subj->dv, NULL, state));
+		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DV, op, subj->dv, NULL, state));
 	if (fv && (needs & IPE_NEED_FV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_FV, op, NULL, subj->fv, state));
+		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_FV, op, NULL, subj->fv, state));
 	if (dv && fv && (needs & IPE_NEED_DVFV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, IPE_ROW_DVFV, op, subj->dv, subj->fv, state));
+		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DVFV, op, subj->dv, subj->fv, state));
 
 	d->action = best & 1;
 	if (best < IPE_VERDICT_OP_DEFAULT) {

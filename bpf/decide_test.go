@@ -321,15 +321,22 @@ func TestInvalidOpTakesGlobalDefault(t *testing.T) {
 func TestIncompleteTableFailsClosed(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
-	rows := table(3, action(policy.Allow), nil)
-	delete(rows, RowKey{Kind: RowKindBase, Op: uint8(policy.OpExecute)})
-	h.SetPolicy(rows)
+	var entries []TableRow
+	for k, v := range table(3, action(policy.Allow), nil) {
+		entries = append(entries, TableRow{Key: k, Row: v})
+	}
+	laidOut, err := BuildTable(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Too short to hold the BASE row of KMODULE.
+	h.SetTable(laidOut[:policy.OpKmodule])
 	want := DecideResult{RC: errEACCES, Decided: true, Action: uint32(policy.Deny), Scope: ScopeGlobalDefault}
-	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got != want {
+	if got := h.Run(uint8(policy.OpKmodule), HookKernelRead, fileBoot); got != want {
 		t.Errorf("no BASE row: got %+v, want %+v", got, want)
 	}
 
-	rows = table(3, action(policy.Allow), nil)
+	rows := table(3, action(policy.Allow), nil)
 	base := rows[RowKey{Kind: RowKindBase, Op: uint8(policy.OpKmodule)}]
 	base.Verdict[state(PropFalse, PropFalse, PropFalse)] = NoVerdict
 	rows[RowKey{Kind: RowKindBase, Op: uint8(policy.OpKmodule)}] = base

@@ -74,16 +74,30 @@ func NewDecideHarness(t testing.TB, ringBytes uint32) *DecideHarness {
 // does.
 func (h *DecideHarness) SetPolicy(rows map[RowKey]Row) {
 	h.t.Helper()
+	var entries []TableRow
+	for k, v := range rows {
+		entries = append(entries, TableRow{Key: k, Row: v})
+	}
+	table, err := BuildTable(entries)
+	if err != nil {
+		h.t.Fatalf("build policy table: %v", err)
+	}
+	h.SetTable(table)
+}
+
+// SetTable makes table the active policy as it is, laid out or not.
+func (h *DecideHarness) SetTable(table []Row) {
+	h.t.Helper()
 	spec := h.rows.Copy()
-	spec.MaxEntries = uint32(max(len(rows), 1))
+	spec.MaxEntries = uint32(len(table))
 	inner, err := ebpf.NewMap(spec)
 	if err != nil {
-		h.t.Fatalf("create policy rows: %v", err)
+		h.t.Fatalf("create policy table: %v", err)
 	}
 	defer inner.Close()
-	for k, v := range rows {
-		if err := inner.Put(k, v); err != nil {
-			h.t.Fatalf("put row %+v: %v", k, err)
+	for i := range table {
+		if err := inner.Put(uint32(i), table[i]); err != nil {
+			h.t.Fatalf("put table row %d: %v", i, err)
 		}
 	}
 	if err := h.objs.Policy.Put(uint32(0), inner); err != nil {

@@ -24,18 +24,37 @@
  *   FV    (op, fs-verity digest)       rules with only an fsverity_digest
  *   DVFV  (op, root hash, digest)      rules with both
  *
- * A decision is at most four hash lookups, whatever the number of rules: the
- * smallest verdict of the rows that exist for the file is the first matching
- * rule in file order, exactly as IPE's linear walk finds it, and a DEFAULT
- * encodes above every rule. The BASE row also says which properties the op's
- * rules use (IPE_NEED_*), so a decision neither reads what no rule asks
- * about nor looks for rows the op does not have.
+ * The smallest verdict of the rows that exist for the file is the first
+ * matching rule in file order, exactly as IPE's linear walk finds it, and a
+ * DEFAULT encodes above every rule. The BASE row also says which properties
+ * the op's rules use (IPE_NEED_*), so a decision neither reads what no rule
+ * asks about nor looks for rows the op does not have.
  *
- * Keys are short, since hashing the key is most of a lookup's cost: a digest
- * is represented by its fold (the XOR of its 32-bit words, alternately into
- * the two halves), and the row carries the whole digest, which the decision
- * compares. Rows whose digests fold alike are told apart by link, 0 to
- * IPE_LINKS - 1, and the decision tries each link in turn.
+ * A row's key is short: a digest is represented by its fold (the XOR of its
+ * 32-bit words, alternately into the two halves), and the row carries the
+ * whole digest, which the decision compares. Rows whose digests fold alike
+ * are told apart by link, 0 to IPE_LINKS - 1, and the decision tries each
+ * link in turn.
+ *
+ * The rows sit in one array map, which the loader swaps in whole (maps.h),
+ * laid out so that no lookup goes through the kernel's hash table code (a
+ * BASE row found by its 20-byte key cost about as much as the rest of a
+ * decision):
+ *
+ *   [0, IPE_OP_INVALID]       the BASE row of each op, at its op's index
+ *   then ceil(buckets / 64)   seed rows: each row's first 64 words are the
+ *                             seeds of 64 buckets
+ *   then slots                the digest rows, each at the slot a perfect
+ *                             hash gives its key (empty slots are zero)
+ *
+ * The perfect hash is two-level ("hash and displace"): a key's 64-bit hash
+ * (ipe_key_hash) picks its bucket, and the bucket's seed, chosen when the
+ * table was built (bpf.BuildTable in Go), sends each key of the bucket to
+ * a slot of its own. A lookup is therefore two array reads whatever the
+ * size: the seed, then the slot, whose row says whether it holds the key
+ * (its key field) and for which digests. The geometry is in every BASE
+ * row. A decision is the BASE row plus, for a file with digests, at most
+ * two reads per link of each digest kind the op's rules use.
   */
 #ifndef BPFIPE_IPE_H
 #define BPFIPE_IPE_H
@@ -103,13 +122,18 @@ struct ipe_row_key {
 };
 
 struct ipe_row {
+	struct ipe_row_key key; /* digest rows: theirs; a lookup checks it */
 	__u32 verdict[IPE_STATES];
 	__u32 generation; /* BASE rows: the policy's, echoed in events */
 	__u32 needs;      /* BASE rows: IPE_NEED_* of the op */
-	__u32 pad;
+	__u32 buckets;    /* BASE rows: the table's geometry (see above) */
+	__u32 slots;
 	struct ipe_digest dv; /* DV, DVFV rows: the whole root hash; else zero */
 	struct ipe_digest fv; /* FV, DVFV rows: the whole digest; else zero */
 };
+
+/* Seeds in a seed row: the first 64 of its words. */
+#define IPE_SEEDS_PER_ROW 64
 
 /* What dm-verity established for one block device. */
 struct ipe_device_key {

@@ -11,14 +11,17 @@
 #include <bpf/bpf_core_read.h>
 #include "ipe.h"
 
-/* The active policy: slot 0 holds the rows of the policy in force. The
- * loader builds a new inner map aside and swaps it in with one update, which
- * also waits for running programs (maybe_wait_bpf_programs), so a decision
- * never mixes two policies. An empty slot means no policy: allow, as IPE. */
+/* The active policy: slot 0 holds the table of the policy in force (its
+ * layout is in ipe.h). The loader builds a new inner map aside and swaps it
+ * in with one update, which also waits for running programs
+ * (maybe_wait_bpf_programs), so a decision never mixes two policies. An
+ * empty slot means no policy: allow, as IPE. BPF_F_INNER_MAP lets each
+ * table have its own size. */
 struct policy_rows {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
-	__type(key, struct ipe_row_key);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
 	__type(value, struct ipe_row);
 };
 

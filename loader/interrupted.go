@@ -112,7 +112,7 @@ func liveGeneration(policyMap *ebpf.Map) (generation uint32, installed bool, err
 	}
 	defer rows.Close()
 	var base bpf.Row
-	if err := rows.Lookup(bpf.RowKey{Kind: bpf.RowKindBase}, &base); err != nil {
+	if err := rows.Lookup(uint32(0), &base); err != nil {
 		return 0, true, fmt.Errorf("read a BASE row of the policy in force: %w", err)
 	}
 	return base.Generation, true, nil

@@ -51,7 +51,7 @@ func swapRows(t *testing.T, p paths, f *PolicyFile, generation uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Rows)
+	rows, err := newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Table)
 	if err != nil {
 		t.Fatal(err)
 	}

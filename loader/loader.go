@@ -202,7 +202,7 @@ func (l *Loader) install(spec *ebpf.CollectionSpec, opts Options) (err error) {
 	if err := l.coll.Maps[mapSettings].Put(uint32(0), &settings); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
-	if l.rows, err = newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Rows); err != nil {
+	if l.rows, err = newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Table); err != nil {
 		return err
 	}
 	if err := l.coll.Maps[mapPolicy].Put(uint32(0), l.rows); err != nil {
@@ -475,32 +475,28 @@ func (l *Loader) Close() error {
 	return first
 }
 
-// newPolicyRows creates a policy's hash map, sized to exactly its rows, from
-// the inner map template of the policy map (the kernel accepts an inner
-// map whose type, key, value and flags match; the size may differ).
-func newPolicyRows(template *ebpf.MapSpec, rows []maps.Entry) (*ebpf.Map, error) {
+// newPolicyRows creates the map of a policy's table (maps.Tables.Table),
+// an array sized to it, from the inner map template of the policy map (the kernel
+// accepts an inner map whose type, key, value and flags match; the size
+// may differ, which BPF_F_INNER_MAP allows).
+func newPolicyRows(template *ebpf.MapSpec, table []bpf.Row) (*ebpf.Map, error) {
 	spec := template.Copy()
 	spec.Name = "bpfipe_rows"
-	spec.MaxEntries = uint32(max(1, len(rows)))
+	spec.MaxEntries = uint32(len(table))
 	m, err := ebpf.NewMap(spec)
 	if err != nil {
-		return nil, fmt.Errorf("create policy rows map (%d rows): %w", len(rows), err)
+		return nil, fmt.Errorf("create policy table (%d rows): %w", len(table), err)
 	}
-	keys := make([]bpf.RowKey, len(rows))
-	values := make([]bpf.Row, len(rows))
-	for i := range rows {
-		keys[i], values[i] = rows[i].Key, rows[i].Row
+	indices := make([]uint32, len(table))
+	for i := range indices {
+		indices[i] = uint32(i)
 	}
-	if len(rows) > 0 {
-		// Batch updates take no element flags but BPF_F_LOCK; the map
-		// is new and the keys distinct, so nothing is overwritten.
-		_, err = m.BatchUpdate(keys, values, nil)
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			err = nil
-			for i := range keys {
-				if err = m.Update(&keys[i], &values[i], ebpf.UpdateNoExist); err != nil {
-					break
-				}
+	_, err = m.BatchUpdate(indices, table, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		err = nil
+		for i := range indices {
+			if err = m.Update(&indices[i], &table[i], ebpf.UpdateAny); err != nil {
+				break
 			}
 		}
 	}
@@ -511,7 +507,7 @@ func newPolicyRows(template *ebpf.MapSpec, rows []maps.Entry) (*ebpf.Map, error)
 	}
 	if err != nil {
 		m.Close()
-		return nil, fmt.Errorf("fill policy rows map: %w", err)
+		return nil, fmt.Errorf("fill policy table: %w", err)
 	}
 	return m, nil
 }

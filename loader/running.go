@@ -215,7 +215,7 @@ func (r *Running) Update(f *PolicyFile, warn func(string)) (old, next ActivePoli
 	if err != nil {
 		return old, next, fmt.Errorf("load BPF object: %w", err)
 	}
-	rows, err := newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Rows)
+	rows, err := newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Table)
 	if err != nil {
 		return old, next, err
 	}

@@ -161,15 +161,19 @@ func activeRows(t *testing.T, r *Running) map[bpf.RowKey]bpf.Row {
 		t.Fatalf("read policy slot: %v", err)
 	}
 	defer inner.Close()
-	rows := map[bpf.RowKey]bpf.Row{}
-	var k bpf.RowKey
-	var v bpf.Row
-	it := inner.Iterate()
-	for it.Next(&k, &v) {
-		rows[k] = v
+	table := make([]bpf.Row, inner.MaxEntries())
+	for i := range table {
+		if err := inner.Lookup(uint32(i), &table[i]); err != nil {
+			t.Fatalf("read policy table row %d: %v", i, err)
+		}
 	}
-	if err := it.Err(); err != nil {
+	entries, err := bpf.TableRows(table)
+	if err != nil {
 		t.Fatal(err)
+	}
+	rows := map[bpf.RowKey]bpf.Row{}
+	for _, e := range entries {
+		rows[e.Key] = e.Row
 	}
 	return rows
 }
@@ -418,16 +422,26 @@ func TestNewPolicyRowsIsExactAndFrozen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Rows)
+	m, err := newPolicyRows(spec.Maps[mapPolicy].InnerMap, tables.Table)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if int(m.MaxEntries()) != len(tables.Rows) {
-		t.Errorf("map holds %d entries, policy has %d rows", m.MaxEntries(), len(tables.Rows))
+	want := tables.Table
+	if len(want) <= len(tables.Rows) {
+		t.Fatalf("a table of %d rows for %d rows: no seeds or slots", len(want), len(tables.Rows))
 	}
-	if err := m.Put(&tables.Rows[0].Key, &tables.Rows[0].Row); err == nil {
-		t.Error("the rows map accepts writes from userspace after it was filled")
+	if int(m.MaxEntries()) != len(want) {
+		t.Errorf("map holds %d entries, the policy's table %d", m.MaxEntries(), len(want))
+	}
+	for i := range want {
+		var got bpf.Row
+		if err := m.Lookup(uint32(i), &got); err != nil || got != want[i] {
+			t.Errorf("table row %d: %+v (%v), want %+v", i, got, err, want[i])
+		}
+	}
+	if err := m.Put(uint32(0), &tables.Rows[0].Row); err == nil {
+		t.Error("the table accepts writes from userspace after it was filled")
 	}
 }
 

@@ -8,9 +8,10 @@ import (
 )
 
 func TestRowBytesMatchesHeaderLayout(t *testing.T) {
-	// Key: kind, op, link, pad (4) and two folds (16). Value: the verdicts,
-	// generation, needs, pad, and two digests of len (4), alg and bytes.
-	if want := 4 + 16 + 4*bpf.NumStates + 12 + 2*(4+bpf.AlgLen+bpf.DigestMax); RowBytes != want {
+	// Its key: kind, op, link, pad (4) and two folds (16). Then the
+	// verdicts, generation, needs, buckets, slots, and two digests of len
+	// (4), alg and bytes.
+	if want := 4 + 16 + 4*bpf.NumStates + 16 + 2*(4+bpf.AlgLen+bpf.DigestMax); RowBytes != want {
 		t.Errorf("RowBytes = %d, want %d", RowBytes, want)
 	}
 }

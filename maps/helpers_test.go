@@ -65,8 +65,8 @@ func checkKeysZeroed(t *testing.T, tables *Tables) {
 		if kind != KindBase && (e.Row.Generation != 0 || e.Row.Needs != 0) {
 			t.Errorf("%s row %+v carries BASE fields", kind, e.Row)
 		}
-		if e.Row.Pad != 0 {
-			t.Errorf("row %+v: pad %d", k, e.Row.Pad)
+		if e.Row.Key != (bpf.RowKey{}) || e.Row.Buckets != 0 || e.Row.Slots != 0 {
+			t.Errorf("row %+v: table fields set before there is a table: %+v", k, e.Row)
 		}
 		checkDigestZeroed(t, "dv", e.Row.Dv, hasDV)
 		checkDigestZeroed(t, "fv", e.Row.Fv, hasFV)

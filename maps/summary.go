@@ -9,9 +9,8 @@ import (
 	"github.com/bpfipe/bpfipe/policy"
 )
 
-// RowBytes is what one row costs in the kernel map's keys and values,
-// before the hash table's own per-element overhead.
-var RowBytes = binary.Size(bpf.RowKey{}) + binary.Size(bpf.Row{})
+// RowBytes is what one row of the kernel's table costs: it holds its key.
+var RowBytes = binary.Size(bpf.Row{})
 
 // Summary is what a compiled policy amounts to in the kernel.
 type Summary struct {
@@ -20,7 +19,10 @@ type Summary struct {
 	DeadRules   int
 	Rows        int
 	RowsPerKind [NumRowKinds]int
-	// KernelBytes is the bytes of all keys and values, RowBytes per row.
+	// TableRows is the length of the kernel's table: the rows, the seed
+	// rows of the perfect hash and its empty slots (bpf.BuildTable).
+	TableRows int
+	// KernelBytes is the bytes of the table, RowBytes per table row.
 	KernelBytes int
 }
 
@@ -35,7 +37,8 @@ func (t *Tables) Summary() Summary {
 			s.RowsPerKind[k]++
 		}
 	}
-	s.KernelBytes = s.Rows * RowBytes
+	s.TableRows = len(t.Table)
+	s.KernelBytes = s.TableRows * RowBytes
 	return s
 }
 
@@ -59,6 +62,6 @@ func (s Summary) String() string {
 		}
 		fmt.Fprintf(&b, "%s %d", k, s.RowsPerKind[k])
 	}
-	fmt.Fprintf(&b, ")\nkernel bytes: %d (%d per row, keys and values)\n", s.KernelBytes, RowBytes)
+	fmt.Fprintf(&b, ")\nkernel table: %d rows, %d bytes (%d per row)\n", s.TableRows, s.KernelBytes, RowBytes)
 	return b.String()
 }

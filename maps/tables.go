@@ -9,10 +9,9 @@ import (
 )
 
 // MaxRows is the most rows a compiled policy may have. The loader sizes the
-// policy's hash map to its exact row count; the bound keeps a hostile or
-// mistaken policy from asking the kernel for gigabytes (a row is RowBytes,
-// 340 bytes, of key and value, so the limit is about 360 MB before hash
-// overhead).
+// policy's table to its rows; the bound keeps a hostile or mistaken policy
+// from asking the kernel for gigabytes (a row is RowBytes, 344 bytes, and
+// the table about 1.25 slots per digest row, so the limit is about 450 MB).
 const MaxRows = 1 << 20
 
 // ErrTooLarge is returned, wrapped with the numbers, when a policy needs
@@ -35,11 +34,8 @@ var (
 	maxRuleIndex = int(bpf.VerdictOpDefault>>1) - 1
 )
 
-// Entry is one row of the policy's hash map.
-type Entry struct {
-	Key bpf.RowKey
-	Row bpf.Row
-}
+// Entry is one row of a compiled policy, with its key.
+type Entry = bpf.TableRow
 
 // DeadRule is a rule that compiles to no verdict because no file can ever
 // satisfy it. It keeps its index, so later rules keep theirs.
@@ -49,10 +45,13 @@ type DeadRule struct {
 	Reason string
 }
 
-// Tables are a compiled policy: the rows of its hash map and what the
-// summary reports about them.
+// Tables are a compiled policy: its rows, their layout in the kernel's
+// table, and what the summary reports about them.
 type Tables struct {
-	Rows       []Entry
+	Rows []Entry
+	// Table is Rows laid out as the programs read them (bpf.BuildTable),
+	// what the loader writes into the policy's map.
+	Table      []bpf.Row
 	Generation uint32
 	// Dead lists the rules that can never match, in file order.
 	Dead []DeadRule
@@ -141,6 +140,11 @@ func Compile(p *policy.Policy, generation uint32) (*Tables, error) {
 			}
 		}
 	}
+	table, err := bpf.BuildTable(t.Rows)
+	if err != nil {
+		return nil, fmt.Errorf("compile policy: %w", err)
+	}
+	t.Table = table
 	return t, nil
 }
 

@@ -622,10 +622,12 @@ func TestSummary(t *testing.T) {
 		t.Fatalf("Compile: %v", err)
 	}
 	s := tables.Summary()
-	// A key is 20 bytes; a row 27 verdicts, three more words and two
-	// 100-byte digests.
-	const rowBytes = 20 + 27*4 + 3*4 + 2*100
-	want := Summary{Rules: 5, DeadRules: 1, Rows: 11, KernelBytes: 11 * rowBytes}
+	// A row is its 20-byte key, 27 verdicts, four more words and two
+	// 100-byte digests. The table: 8 BASE rows, then for 3 digest rows one
+	// bucket (four keys a bucket), so one seed row, and 3*1.25+1 slots.
+	const rowBytes = 20 + 27*4 + 4*4 + 2*100
+	const tableRows = 8 + 1 + 4
+	want := Summary{Rules: 5, DeadRules: 1, Rows: 11, TableRows: tableRows, KernelBytes: tableRows * rowBytes}
 	want.RulesPerOp[policy.OpExecute] = 3
 	want.RulesPerOp[policy.OpKmodule] = 2
 	want.RowsPerKind = [NumRowKinds]int{KindBase: 8, KindDV: 2, KindDVFV: 1}
@@ -633,7 +635,7 @@ func TestSummary(t *testing.T) {
 		t.Errorf("Summary = %+v, want %+v", s, want)
 	}
 	text := s.String()
-	for _, part := range []string{"rules: 5 (EXECUTE 3, KMODULE 2)", "dead rules: 1", "rows: 11 (BASE 8, DV 2, FV 0, DVFV 1)", "kernel bytes: 3740"} {
+	for _, part := range []string{"rules: 5 (EXECUTE 3, KMODULE 2)", "dead rules: 1", "rows: 11 (BASE 8, DV 2, FV 0, DVFV 1)", "kernel table: 13 rows, 4472 bytes"} {
 		if !strings.Contains(text, part) {
 			t.Errorf("summary text lacks %q:\n%s", part, text)
 		}
