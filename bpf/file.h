@@ -139,6 +139,15 @@ static __always_inline void ipe_fsverity_digest(struct ipe_scratch *sc, struct f
 		__builtin_memset(&sc->fv, 0, sizeof(sc->fv));
 }
 
+/* Whether disk is a device-mapper device, the only kind the devices map
+ * can hold (dm-verity is a device-mapper target): the kernel names them
+ * "dm-N" (dm.c, alloc_dev). A file on any other disk skips the devices
+ * map's hash lookup, which costs about as much as the rest of a decision. */
+static __always_inline bool ipe_device_mapper(struct gendisk *disk)
+{
+	return disk->disk_name[0] == 'd' && disk->disk_name[1] == 'm' && disk->disk_name[2] == '-';
+}
+
 static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
 					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs)
 {
@@ -179,7 +188,7 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 	want_dv = (needs & (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS)) && (observable & IPE_OBSERVE_DV_ROOTHASH);
 	if (want_dv || ((needs & IPE_NEED_DV_SIGNATURE) && (observable & IPE_OBSERVE_DV_SIGNATURE))) {
 		bdev = inode->i_sb->s_bdev;
-		if (bdev) {
+		if (bdev && ipe_device_mapper(bdev->bd_disk)) {
 			__builtin_memset(&key, 0, sizeof(key));
 			key.dev = bdev->bd_dev;
 			key.diskseq = bdev->bd_disk->diskseq;
