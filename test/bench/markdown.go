@@ -193,7 +193,7 @@ func writeMemory(w io.Writer, r *Result) {
 	}
 	fmt.Fprintln(w, "Kernel memory charged to bpfipe's maps (memlock in fdinfo).")
 	fmt.Fprintln(w)
-	header(w, "rules", "policy rows", "policy map", "per rule", "all maps of the load")
+	header(w, "rules", "table rows", "policy table", "per rule", "all maps of the load")
 	for _, m := range r.Memory {
 		if m.RowsBytes == 0 {
 			line(w, fmt.Sprint(m.Rules), "–", "–", "–", "error: "+cmp.Or(m.Error, "no policy map"))

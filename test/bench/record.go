@@ -124,7 +124,7 @@ type Load struct {
 // of Rules rules (the memlock the kernel reports in each map's fdinfo).
 type Memory struct {
 	Rules      int    `json:"rules"`
-	Rows       uint32 `json:"rows"`        // entries of the policy's hash map
+	Rows       uint32 `json:"rows"`        // rows of the policy's table (array map)
 	RowsBytes  uint64 `json:"rows_bytes"`  // that map alone
 	TotalBytes uint64 `json:"total_bytes"` // every map the load created
 	Maps       int    `json:"maps"`

@@ -107,13 +107,10 @@ func mapIDs() map[ebpf.MapID]bool {
 	}
 }
 
-var (
-	rowKeySize   = uint32(binary.Size(bpf.RowKey{}))
-	rowValueSize = uint32(binary.Size(bpf.Row{}))
-)
+var rowValueSize = uint32(binary.Size(bpf.Row{}))
 
 // memoryOf sums the memlock of the maps created since before, and picks
-// out the policy's rows: the hash map with the row key and value layout.
+// out the policy's table: the array of rows.
 func memoryOf(rules int, before map[ebpf.MapID]bool) bench.Memory {
 	m := bench.Memory{Rules: rules}
 	var errs []error
@@ -138,13 +135,13 @@ func memoryOf(rules int, before map[ebpf.MapID]bool) bench.Memory {
 		memlock, _ := info.Memlock()
 		m.Maps++
 		m.TotalBytes += memlock
-		if info.Type == ebpf.Hash && info.KeySize == rowKeySize && info.ValueSize == rowValueSize {
+		if info.Type == ebpf.Array && info.KeySize == 4 && info.ValueSize == rowValueSize {
 			m.Rows = info.MaxEntries
 			m.RowsBytes = memlock
 		}
 	}
 	if m.RowsBytes == 0 {
-		errs = append(errs, errors.New("no policy rows map among the new maps"))
+		errs = append(errs, errors.New("no policy table among the new maps"))
 	}
 	if len(errs) > 0 {
 		m.Error = errors.Join(errs...).Error()
