@@ -258,7 +258,7 @@ func writeCosts(w io.Writer, r *Result) {
 	if r.Icount {
 		unit = "instructions"
 	}
-	fmt.Fprintf(w, "Where bpfipe's cost goes: the programs each workload ran, from the kernel's BPF statistics in a pass after the rounds: runs per operation, and %s per run under each policy size (the statistics' own clock reads, about 100, included; the trampoline that calls a program is not; the guard's programs on the bpf() hooks, which run here for the statistics' reads, are left out).\n\n", unit)
+	fmt.Fprintf(w, "Where bpfipe's cost goes: the programs each workload ran, from the kernel's BPF statistics in a pass after the rounds: runs per operation, and %s per run under each policy size (the statistics' own clock reads, about 70 instructions, included; the trampoline that calls a program is not; the guard's programs on the bpf() hooks, which run here for the statistics' reads, are left out).\n\n", unit)
 	header(w, append([]string{"workload", "program", "runs per operation"}, variants...)...)
 	for _, l := range keys {
 		cells := []string{workloadTitles[l.workload], "`" + l.program + "`", fmt.Sprintf("%.2f", runsPerOp[l])}
