@@ -158,31 +158,61 @@ static __always_inline __u32 ipe_state(const struct ipe_subject *subj, __u32 obs
 
 #define IPE_DIGEST_WORDS (sizeof(struct ipe_digest) / 4)
 
-/* A digest's key: the XOR of the 32-bit words of the whole struct (length,
- * algorithm, bytes), even ones into fold[0], odd ones into fold[1]
- * (maps.Fold in Go). */
-static __always_inline void ipe_fold(const struct ipe_digest *d, __u32 fold[2])
-{
-	const __u32 *w = (const __u32 *)d;
-	__u32 even = 0, odd = 0;
+/* The digest helpers below are global functions (neither static nor
+ * inlined): the verifier checks each once, on its own, instead of at every
+ * one of the decision's digest lookups, of which there are up to
+ * 3 kinds x IPE_LINKS. A pointer argument may be NULL, which the verifier
+ * makes them handle. */
 
+/* A digest's fold: the XOR of the 32-bit words of the whole struct
+ * (length, algorithm, bytes), even ones into fold[0], odd ones into
+ * fold[1] (maps.Fold in Go). Sets the key's dv_fold from dv and its
+ * fv_fold from fv, each when not NULL. */
+__noinline int ipe_key_fold(struct ipe_row_key *key, const struct ipe_digest *dv, const struct ipe_digest *fv)
+{
+	const __u32 *w;
+	__u32 even, odd;
+
+	if (!key)
+		return 0;
+	if (dv) {
+		w = (const __u32 *)dv;
+		even = odd = 0;
 #pragma unroll
-	for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
-		if (i % 2)
-			odd ^= w[i];
-		else
-			even ^= w[i];
+		for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
+			if (i % 2)
+				odd ^= w[i];
+			else
+				even ^= w[i];
+		}
+		key->dv_fold[0] = even;
+		key->dv_fold[1] = odd;
 	}
-	fold[0] = even;
-	fold[1] = odd;
+	if (fv) {
+		w = (const __u32 *)fv;
+		even = odd = 0;
+#pragma unroll
+		for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
+			if (i % 2)
+				odd ^= w[i];
+			else
+				even ^= w[i];
+		}
+		key->fv_fold[0] = even;
+		key->fv_fold[1] = odd;
+	}
+	return 0;
 }
 
-/* Whole-digest equality (length, algorithm, bytes), branch-free. */
-static __always_inline bool ipe_digest_equal(const struct ipe_digest *a, const struct ipe_digest *b)
+/* Whole-digest equality (length, algorithm, bytes), branch-free; a NULL
+ * digest equals nothing. */
+__noinline int ipe_digest_equal(const struct ipe_digest *a, const struct ipe_digest *b)
 {
 	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
 	__u32 diff = 0;
 
+	if (!a || !b)
+		return 0;
 #pragma unroll
 	for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
 		diff |= x[i] ^ y[i];
@@ -215,12 +245,16 @@ static __always_inline __u64 ipe_mix64(__u64 x)
 }
 
 /* A row key's hash (bpf.KeyHash in Go): its three 64-bit words, mixed in
- * turn. */
-static __always_inline __u64 ipe_key_hash(const struct ipe_row_key *k)
+ * turn. Global, as the digest helpers below; a NULL key hashes to 0. */
+__noinline __u64 ipe_key_hash(const struct ipe_row_key *k)
 {
-	__u64 w0 = k->kind | (__u64)k->op << 8 | (__u64)k->link << 16;
-	__u64 w1 = k->dv_fold[0] | (__u64)k->dv_fold[1] << 32;
-	__u64 w2 = k->fv_fold[0] | (__u64)k->fv_fold[1] << 32;
+	__u64 w0, w1, w2;
+
+	if (!k)
+		return 0;
+	w0 = k->kind | (__u64)k->op << 8 | (__u64)k->link << 16;
+	w1 = k->dv_fold[0] | (__u64)k->dv_fold[1] << 32;
+	w2 = k->fv_fold[0] | (__u64)k->fv_fold[1] << 32;
 
 	return ipe_mix64(ipe_mix64(ipe_mix64(w0) ^ w1) ^ w2);
 }
@@ -270,10 +304,7 @@ static __always_inline __u32 ipe_digest_verdict(void *rows, const struct ipe_row
 {
 	struct ipe_row_key key = { .kind = kind, .op = op };
 
-	if (dv)
-		ipe_fold(dv, key.dv_fold);
-	if (fv)
-		ipe_fold(fv, key.fv_fold);
+	ipe_key_fold(&key, dv, fv);
 #pragma unroll
 	for (int link = 0; link < IPE_LINKS; link++) {
 		struct ipe_row *row;
