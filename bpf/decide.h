@@ -166,41 +166,33 @@ static __always_inline __u32 ipe_state(const struct ipe_subject *subj, __u32 obs
 
 /* A digest's fold: the XOR of the 32-bit words of the whole struct
  * (length, algorithm, bytes), even ones into fold[0], odd ones into
- * fold[1] (maps.Fold in Go). Sets the key's dv_fold from dv and its
- * fv_fold from fv, each when not NULL. */
+ * fold[1] (maps.Fold in Go). */
+static __always_inline void ipe_fold(const struct ipe_digest *d, __u32 fold[2])
+{
+	const __u32 *w = (const __u32 *)d;
+	__u32 even = 0, odd = 0;
+
+#pragma unroll
+	for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
+		if (i % 2)
+			odd ^= w[i];
+		else
+			even ^= w[i];
+	}
+	fold[0] = even;
+	fold[1] = odd;
+}
+
+/* Sets the key's dv_fold from dv and its fv_fold from fv, each when not
+ * NULL. */
 __noinline int ipe_key_fold(struct ipe_row_key *key, const struct ipe_digest *dv, const struct ipe_digest *fv)
 {
-	const __u32 *w;
-	__u32 even, odd;
-
 	if (!key)
 		return 0;
-	if (dv) {
-		w = (const __u32 *)dv;
-		even = odd = 0;
-#pragma unroll
-		for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
-			if (i % 2)
-				odd ^= w[i];
-			else
-				even ^= w[i];
-		}
-		key->dv_fold[0] = even;
-		key->dv_fold[1] = odd;
-	}
-	if (fv) {
-		w = (const __u32 *)fv;
-		even = odd = 0;
-#pragma unroll
-		for (int i = 0; i < IPE_DIGEST_WORDS; i++) {
-			if (i % 2)
-				odd ^= w[i];
-			else
-				even ^= w[i];
-		}
-		key->fv_fold[0] = even;
-		key->fv_fold[1] = odd;
-	}
+	if (dv)
+		ipe_fold(dv, key->dv_fold);
+	if (fv)
+		ipe_fold(fv, key->fv_fold);
 	return 0;
 }
 
@@ -402,7 +394,9 @@ static __always_inline void ipe_report(const struct ipe_decision *d, __u8 op, __
 	e->scope = d->scope;
 	e->has_file = subj->has_file;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	sc = ipe_work_scratch(w);
+	/* Only a file has a path to build: an event without one claims no
+	 * slot. */
+	sc = subj->has_file ? ipe_work_scratch(w) : NULL;
 	if (!sc && subj->has_file)
 		ipe_count(IPE_COUNTER_PATH_LOST);
 	ipe_describe(e, sc, target);
