@@ -32,9 +32,9 @@ struct ipe_decision {
 struct ipe_work;
 
 /* Fill subj for the operation's target (a struct file or NULL in the LSM
- * programs). Only the properties in needs (IPE_NEED_* of the op's BASE row)
- * that the settings mark observable must be set: the decision ignores the
- * others. A digest pointer, when not NULL, points at a digest of 1 to
+ * programs). needs is what the op's rules use and this kernel can observe
+ * (ipe_usable_needs): only those properties must be read, and the decision
+ * ignores the others. A digest pointer, when not NULL, points at a digest of 1 to
  * IPE_DIGEST_MAX bytes, zero-padded, that stays put until the call
  * returns (a map value, or the call's scratch slot). Returns false when a
  * property could not be read for lack of working memory: the call then
@@ -131,29 +131,47 @@ static __always_inline void ipe_work_release(struct ipe_work *w)
 		__sync_fetch_and_and(w->busy, ~(1ull << (w->slot & (IPE_SCRATCH_SLOTS - 1))));
 }
 
-/* One boolean property's state from used and holds, each 0 or 1:
- * UNOBSERVABLE when not used, else TRUE or FALSE. A property the op's
- * rules do not use stays UNOBSERVABLE, since the op's verdicts are the
- * same in all three of its states. Arithmetic rather than branches: the
- * verifier then walks one path with a bounded state, not 27 constants. */
-static __always_inline __u32 ipe_prop_state(__u32 used, __u32 holds)
+/* The needs of an op (IPE_NEED_*) that this kernel can observe: a
+ * property it cannot observe is UNOBSERVABLE, like one no rule uses, and
+ * rows keyed by a digest it cannot read can never be found. */
+static __always_inline __u32 ipe_usable_needs(__u32 needs, __u32 observable)
 {
-	ipe_opaque(used);
-	ipe_opaque(holds);
-	return used * (IPE_PROP_FALSE - holds);
+	__u32 usable = IPE_NEED_BOOT_VERIFIED;
+
+	if (observable & IPE_OBSERVE_DV_SIGNATURE)
+		usable |= IPE_NEED_DV_SIGNATURE;
+	if (observable & IPE_OBSERVE_FV_SIGNATURE)
+		usable |= IPE_NEED_FV_SIGNATURE;
+	if (observable & IPE_OBSERVE_DV_ROOTHASH)
+		usable |= IPE_NEED_DV_ROWS;
+	if (observable & IPE_OBSERVE_FV_DIGEST)
+		usable |= IPE_NEED_FV_ROWS;
+	if ((observable & IPE_OBSERVE_DV_ROOTHASH) && (observable & IPE_OBSERVE_FV_DIGEST))
+		usable |= IPE_NEED_DVFV_ROWS;
+	return needs & usable;
 }
 
-/* The verdict slot of the subject, as ipe.h defines it. The subject's
- * flags are 0 or 1. */
-static __always_inline __u32 ipe_state(const struct ipe_subject *subj, __u32 observable, __u32 needs)
-{
-	__u32 file = subj->has_file & 1;
-	__u32 dv_sig_used = (needs / IPE_NEED_DV_SIGNATURE) & (observable / IPE_OBSERVE_DV_SIGNATURE) & 1;
-	__u32 fv_sig_used = (needs / IPE_NEED_FV_SIGNATURE) & (observable / IPE_OBSERVE_FV_SIGNATURE) & 1;
+#define IPE_BOOL_NEEDS (IPE_NEED_BOOT_VERIFIED | IPE_NEED_DV_SIGNATURE | IPE_NEED_FV_SIGNATURE)
 
-	return ipe_prop_state((needs / IPE_NEED_BOOT_VERIFIED) & 1, file & subj->boot_verified & 1) +
-	       3 * ipe_prop_state(dv_sig_used, file & subj->dv_signed & 1) +
-	       9 * ipe_prop_state(fv_sig_used, file & subj->fv_signed & 1);
+/* The state weight of a set of boolean properties (bits as in
+ * IPE_BOOL_NEEDS, whose weights are 1, 3 and 9): one nibble of the
+ * constant per set. */
+static __always_inline __u32 ipe_weight(__u32 props)
+{
+	_Static_assert(IPE_NEED_BOOT_VERIFIED == 1 && IPE_NEED_DV_SIGNATURE == 2 && IPE_NEED_FV_SIGNATURE == 4,
+		       "ipe_weight's nibbles follow the IPE_NEED_* bits");
+	return (0xdca94310u >> ((props & IPE_BOOL_NEEDS) * 4)) & 0xf;
+}
+
+/* The verdict slot of the subject, as ipe.h defines it: a property the
+ * op's rules do not use (or this kernel cannot observe) is UNOBSERVABLE
+ * (0), since the op's verdicts are the same in all three of its states;
+ * a used one is TRUE (1) if it holds, else FALSE (2). Summed with the
+ * weights: every used property once, and once more each that does not
+ * hold. */
+static __always_inline __u32 ipe_state(__u32 needs, __u32 holds)
+{
+	return ipe_weight(needs) + ipe_weight(needs & ~holds);
 }
 
 #define IPE_DIGEST_WORDS (sizeof(struct ipe_digest) / 4)
@@ -329,10 +347,9 @@ static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
  * rows that exist for the subject, where the BASE row holds the DEFAULTs
  * below every rule. */
 static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
-				       __u8 op, __u32 observable, struct ipe_decision *d)
+				       __u8 op, __u32 needs, struct ipe_decision *d)
 {
-	__u32 best, state, needs;
-	bool dv, fv;
+	__u32 best, state;
 
 	d->decided = 1;
 	d->rule = 0;
@@ -343,18 +360,17 @@ static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, c
 		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
 		return;
 	}
-	needs = base->needs;
 	d->generation = base->generation;
-	state = ipe_state(subj, observable, needs);
+	state = ipe_state(needs, subj->holds);
 	best = ipe_verdict_in(base, state);
 
-	dv = subj->has_file && (observable & IPE_OBSERVE_DV_ROOTHASH) && subj->dv;
-	fv = subj->has_file && (observable & IPE_OBSERVE_FV_DIGEST) && subj->fv;
-	if (dv && (needs & IPE_NEED_DV_ROWS))
+	/* A subject has digests only with a file, and only those needs asks
+	 * for (ipe_observe). */
+	if (subj->dv && (needs & IPE_NEED_DV_ROWS))
 		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DV, op, subj->dv, NULL, state));
-	if (fv && (needs & IPE_NEED_FV_ROWS))
+	if (subj->fv && (needs & IPE_NEED_FV_ROWS))
 		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_FV, op, NULL, subj->fv, state));
-	if (dv && fv && (needs & IPE_NEED_DVFV_ROWS))
+	if (subj->dv && subj->fv && (needs & IPE_NEED_DVFV_ROWS))
 		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DVFV, op, subj->dv, subj->fv, state));
 
 	d->action = best & 1;
@@ -413,7 +429,7 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	struct ipe_subject subj;
 	struct ipe_work w = {};
 	struct ipe_row *base;
-	__u32 zero = 0;
+	__u32 zero = 0, needs;
 	int rc = 0;
 	void *rows;
 
@@ -437,12 +453,13 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	if (op > IPE_OP_INVALID)
 		op = IPE_OP_INVALID;
 	base = ipe_base_row(rows, op);
-	if (!ipe_observe(&subj, &w, &cfg, hook, target, base ? base->needs : 0)) {
+	needs = base ? ipe_usable_needs(base->needs, cfg.observable) : 0;
+	if (!ipe_observe(&subj, &w, &cfg, hook, target, needs)) {
 		ipe_count(IPE_COUNTER_SCRATCH_BUSY);
 		rc = cfg.enforcing ? -IPE_EACCES : 0;
 		goto out;
 	}
-	ipe_decide(rows, base, &subj, op, cfg.observable, &d);
+	ipe_decide(rows, base, &subj, op, needs, &d);
 	ipe_count(hook * 2 + (d.action & 1));
 	if (d.action == IPE_ACTION_DENY || cfg.success_audit)
 		ipe_report(&d, op, hook, cfg.enforcing, &subj, &w, target);

@@ -48,26 +48,34 @@ struct {
 /* Marks events as coming from this program, in place of a file's path. */
 static const char ipe_test_path[] = "decide_test";
 
-/* As file.h does: the root hash stays where it is (the devices map there,
- * the test's input here), the fs-verity digest goes through the call's
- * scratch slot. */
+/* As file.h does: nothing without a file, only what needs asks for; the
+ * root hash stays where it is (the devices map there, the test's input
+ * here), the fs-verity digest goes through the call's scratch slot. */
 static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
 					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs)
 {
 	struct ipe_test_ctx *t = target;
 	struct ipe_test_subject *in = &t->subject;
 	struct ipe_scratch *sc;
+	__u32 holds = 0;
 
-	subj->has_file = in->has_file;
-	subj->boot_verified = in->boot_verified;
-	subj->dv_signed = in->dv_signed;
-	subj->fv_signed = in->fv_signed;
+	subj->holds = 0;
+	subj->has_file = 0;
 	subj->dv = NULL;
 	subj->fv = NULL;
-	if (in->dv.len && in->dv.len <= IPE_DIGEST_MAX)
+	if (!in->has_file)
+		return true;
+	subj->has_file = 1;
+	if (in->boot_verified)
+		holds |= IPE_NEED_BOOT_VERIFIED;
+	if (in->dv_signed)
+		holds |= IPE_NEED_DV_SIGNATURE;
+	if (in->fv_signed)
+		holds |= IPE_NEED_FV_SIGNATURE;
+	subj->holds = holds & needs;
+	if (in->dv.len && in->dv.len <= IPE_DIGEST_MAX && (needs & (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS)))
 		subj->dv = &in->dv;
-	if (in->fv.len && (needs & (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS)) &&
-	    (cfg->observable & IPE_OBSERVE_FV_DIGEST)) {
+	if (in->fv.len && (needs & (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS))) {
 		sc = ipe_work_scratch(w);
 		if (!sc)
 			return false;

@@ -151,20 +151,16 @@ static __always_inline bool ipe_device_mapper(struct gendisk *disk)
 static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
 					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs)
 {
-	__u32 observable = cfg->observable;
 	struct file *file = target;
 	struct block_device *bdev;
 	struct ipe_device_key key;
 	struct ipe_device *dev;
-	struct inode *inode;
-	bool want_dv, want_fv;
-
 	struct ipe_scratch *sc;
+	struct inode *inode;
+	__u32 holds = 0;
 
+	subj->holds = 0;
 	subj->has_file = 0;
-	subj->boot_verified = 0;
-	subj->dv_signed = 0;
-	subj->fv_signed = 0;
 	subj->dv = NULL;
 	subj->fv = NULL;
 	if (!file)
@@ -182,11 +178,11 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 	 * BPF_CORE_READ's helper calls; the verifier makes them inline loads
 	 * that read 0 instead of faulting, at a fraction of the cost, on
 	 * every decision's path. */
-	if (cfg->boot_sdev && (needs & IPE_NEED_BOOT_VERIFIED))
-		subj->boot_verified = file->f_path.mnt->mnt_sb->s_dev == cfg->boot_sdev;
+	if ((needs & IPE_NEED_BOOT_VERIFIED) && cfg->boot_sdev &&
+	    file->f_path.mnt->mnt_sb->s_dev == cfg->boot_sdev)
+		holds |= IPE_NEED_BOOT_VERIFIED;
 
-	want_dv = (needs & (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS)) && (observable & IPE_OBSERVE_DV_ROOTHASH);
-	if (want_dv || ((needs & IPE_NEED_DV_SIGNATURE) && (observable & IPE_OBSERVE_DV_SIGNATURE))) {
+	if (needs & (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS | IPE_NEED_DV_SIGNATURE)) {
 		bdev = inode->i_sb->s_bdev;
 		if (bdev && ipe_device_mapper(bdev->bd_disk)) {
 			__builtin_memset(&key, 0, sizeof(key));
@@ -194,16 +190,17 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 			key.diskseq = bdev->bd_disk->diskseq;
 			dev = bpf_map_lookup_elem(&devices, &key);
 			if (dev) {
-				subj->dv_signed = dev->signed_ != 0;
+				if (dev->signed_)
+					holds |= IPE_NEED_DV_SIGNATURE;
 				/* The map's writers zero-pad a root hash. */
-				if (want_dv && dev->root_hash.len && dev->root_hash.len <= IPE_DIGEST_MAX)
+				if ((needs & (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS)) && dev->root_hash.len &&
+				    dev->root_hash.len <= IPE_DIGEST_MAX)
 					subj->dv = &dev->root_hash;
 			}
 		}
 	}
 
-	want_fv = (needs & (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS)) && (observable & IPE_OBSERVE_FV_DIGEST);
-	if (want_fv) {
+	if (needs & (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS)) {
 		sc = ipe_work_scratch(w);
 		if (!sc)
 			return false;
@@ -212,11 +209,13 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 			subj->fv = &sc->fv;
 	}
 
-	if ((needs & IPE_NEED_FV_SIGNATURE) && (observable & IPE_OBSERVE_FV_SIGNATURE)) {
+	if (needs & IPE_NEED_FV_SIGNATURE) {
 		struct ipe_inode_state *st = bpf_inode_storage_get(&inode_states, inode, 0, 0);
 
-		subj->fv_signed = st && st->fsverity_signed;
+		if (st && st->fsverity_signed)
+			holds |= IPE_NEED_FV_SIGNATURE;
 	}
+	subj->holds = holds;
 	return true;
 }
 

@@ -95,10 +95,11 @@ struct {
 
 /* What a decision knows of its subject, on the decision's stack. */
 struct ipe_subject {
-	__u8 has_file;
-	__u8 boot_verified;
-	__u8 dv_signed;
-	__u8 fv_signed;
+	/* The boolean properties that hold, as the IPE_NEED_* bits that ask
+	 * for them (IPE_NEED_BOOT_VERIFIED, _DV_SIGNATURE, _FV_SIGNATURE);
+	 * only those asked for are read, and none without a file. */
+	__u32 holds;
+	__u32 has_file;
 	const struct ipe_digest *dv; /* NULL: no dm-verity root hash known */
 	const struct ipe_digest *fv; /* NULL: not an fs-verity file */
 };
