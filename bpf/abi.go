@@ -135,15 +135,6 @@ const (
 // DecisionCounter is the counter of decisions with action on hook.
 func DecisionCounter(hook, action uint8) uint32 { return uint32(hook)*2 + uint32(action) }
 
-// Bits of Settings.Observable: the properties the running kernel can
-// establish (IPE_OBSERVE_*). boot_verified always can.
-const (
-	ObserveDMVerityRootHash  uint32 = 1 << 0
-	ObserveDMVeritySignature uint32 = 1 << 1
-	ObserveFSVerityDigest    uint32 = 1 << 2
-	ObserveFSVeritySignature uint32 = 1 << 3
-)
-
 // CapturePrefix starts the names of the programs that attach to hooks
 // only Linux 6.12 and later have (bdev_setintegrity, bdev_free_security,
 // inode_setintegrity): a loader deletes them from the spec on older kernels.

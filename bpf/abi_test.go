@@ -142,11 +142,6 @@ func TestConstantsMatchHeaders(t *testing.T) {
 		{"IPE_ROW_FV", uint64(RowKindFV)},
 		{"IPE_ROW_DVFV", uint64(RowKindDVFV)},
 
-		{"IPE_OBSERVE_DV_ROOTHASH", uint64(ObserveDMVerityRootHash)},
-		{"IPE_OBSERVE_DV_SIGNATURE", uint64(ObserveDMVeritySignature)},
-		{"IPE_OBSERVE_FV_DIGEST", uint64(ObserveFSVerityDigest)},
-		{"IPE_OBSERVE_FV_SIGNATURE", uint64(ObserveFSVeritySignature)},
-
 		{"IPE_HOOK_BPRM_CHECK", uint64(HookBprmCheck)},
 		{"IPE_HOOK_MMAP", uint64(HookMmap)},
 		{"IPE_HOOK_MPROTECT", uint64(HookMprotect)},

@@ -97,7 +97,7 @@ type bpfipeIpeSettings struct {
 	SuccessAudit uint32
 	CgroupId     uint64
 	BootSdev     uint32
-	Observable   uint32
+	UsableNeeds  uint32
 }
 
 // Names of all BPF objects in the ELF.

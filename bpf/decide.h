@@ -33,7 +33,7 @@ struct ipe_work;
 
 /* Fill subj for the operation's target (a struct file or NULL in the LSM
  * programs). needs is what the op's rules use and this kernel can observe
- * (ipe_usable_needs): only those properties must be read, and the decision
+ * (the settings' usable_needs): only those properties must be read, and the decision
  * ignores the others. A digest pointer, when not NULL, points at a digest of 1 to
  * IPE_DIGEST_MAX bytes, zero-padded, that stays put until the call
  * returns (a map value, or the call's scratch slot). Returns false when a
@@ -129,26 +129,6 @@ static __always_inline void ipe_work_release(struct ipe_work *w)
 {
 	if (w->sc && w->busy)
 		__sync_fetch_and_and(w->busy, ~(1ull << (w->slot & (IPE_SCRATCH_SLOTS - 1))));
-}
-
-/* The needs of an op (IPE_NEED_*) that this kernel can observe: a
- * property it cannot observe is UNOBSERVABLE, like one no rule uses, and
- * rows keyed by a digest it cannot read can never be found. */
-static __always_inline __u32 ipe_usable_needs(__u32 needs, __u32 observable)
-{
-	__u32 usable = IPE_NEED_BOOT_VERIFIED;
-
-	if (observable & IPE_OBSERVE_DV_SIGNATURE)
-		usable |= IPE_NEED_DV_SIGNATURE;
-	if (observable & IPE_OBSERVE_FV_SIGNATURE)
-		usable |= IPE_NEED_FV_SIGNATURE;
-	if (observable & IPE_OBSERVE_DV_ROOTHASH)
-		usable |= IPE_NEED_DV_ROWS;
-	if (observable & IPE_OBSERVE_FV_DIGEST)
-		usable |= IPE_NEED_FV_ROWS;
-	if ((observable & IPE_OBSERVE_DV_ROOTHASH) && (observable & IPE_OBSERVE_FV_DIGEST))
-		usable |= IPE_NEED_DVFV_ROWS;
-	return needs & usable;
 }
 
 #define IPE_BOOL_NEEDS (IPE_NEED_BOOT_VERIFIED | IPE_NEED_DV_SIGNATURE | IPE_NEED_FV_SIGNATURE)
@@ -343,13 +323,32 @@ static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
 	return bpf_map_lookup_elem(rows, &index);
 }
 
+/* The smallest verdict of the digest rows that exist for the subject
+ * under op (IPE_NO_VERDICT when none does). */
+static __always_inline __u32 ipe_digest_best(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
+					__u32 op, __u32 needs)
+{
+	__u32 state = ipe_state(needs, subj->holds);
+	__u32 best = IPE_NO_VERDICT;
+
+	/* A subject has digests only with a file, and only those needs asks
+	 * for (ipe_observe). */
+	if (subj->dv && (needs & IPE_NEED_DV_ROWS))
+		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DV, op, subj->dv, NULL, state));
+	if (subj->fv && (needs & IPE_NEED_FV_ROWS))
+		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_FV, op, NULL, subj->fv, state));
+	if (subj->dv && subj->fv && (needs & IPE_NEED_DVFV_ROWS))
+		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DVFV, op, subj->dv, subj->fv, state));
+	return best;
+}
+
 /* IPE's ipe_evaluate_event over the tables: the smallest verdict of the
  * rows that exist for the subject, where the BASE row holds the DEFAULTs
  * below every rule. */
 static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
 				       __u8 op, __u32 needs, struct ipe_decision *d)
 {
-	__u32 best, state;
+	__u32 best, has_dv;
 
 	d->decided = 1;
 	d->rule = 0;
@@ -361,17 +360,13 @@ static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, c
 		return;
 	}
 	d->generation = base->generation;
-	state = ipe_state(needs, subj->holds);
-	best = ipe_verdict_in(base, state);
-
-	/* A subject has digests only with a file, and only those needs asks
-	 * for (ipe_observe). */
-	if (subj->dv && (needs & IPE_NEED_DV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DV, op, subj->dv, NULL, state));
-	if (subj->fv && (needs & IPE_NEED_FV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_FV, op, NULL, subj->fv, state));
-	if (subj->dv && subj->fv && (needs & IPE_NEED_DVFV_ROWS))
-		best = ipe_min(best, ipe_digest_verdict(rows, base, IPE_ROW_DVFV, op, subj->dv, subj->fv, state));
+	best = ipe_verdict_in(base, ipe_state(needs, subj->holds));
+	/* Opaque, or the two tests become one OR of the pointers, which the
+	 * verifier refuses. */
+	has_dv = subj->dv != NULL;
+	ipe_opaque(has_dv);
+	if (has_dv || subj->fv)
+		best = ipe_min(best, ipe_digest_best(rows, base, subj, op, needs));
 
 	d->action = best & 1;
 	if (best < IPE_VERDICT_OP_DEFAULT) {
@@ -453,7 +448,7 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	if (op > IPE_OP_INVALID)
 		op = IPE_OP_INVALID;
 	base = ipe_base_row(rows, op);
-	needs = base ? ipe_usable_needs(base->needs, cfg.observable) : 0;
+	needs = base ? base->needs & cfg.usable_needs : 0;
 	if (!ipe_observe(&subj, &w, &cfg, hook, target, needs)) {
 		ipe_count(IPE_COUNTER_SCRATCH_BUSY);
 		rc = cfg.enforcing ? -IPE_EACCES : 0;

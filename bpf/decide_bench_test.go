@@ -44,7 +44,7 @@ func BenchmarkKernelDecision(b *testing.B) {
 			}
 			h := bpf.NewDecideHarness(b, 0)
 			h.SetPolicy(rows)
-			h.SetSettings(bpf.Settings{Enforcing: 1, Observable: maps.ObservableBits(all)})
+			h.SetSettings(bpf.Settings{Enforcing: 1, UsableNeeds: maps.UsableNeeds(all)})
 			before := h.ProgramStats()
 			b.ResetTimer()
 			for range b.N {

@@ -19,7 +19,6 @@ const (
 	scratchSlots = 4
 )
 
-var allObservable = ObserveDMVerityRootHash | ObserveDMVeritySignature | ObserveFSVerityDigest | ObserveFSVeritySignature
 
 func digest(alg string, b ...byte) *Digest {
 	d := Digest{Len: uint32(len(b))}
@@ -155,7 +154,7 @@ var (
 
 func TestNoPolicyAllowsUndecided(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, UsableNeeds: allNeeds})
 	h.ClearPolicy()
 
 	got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
@@ -176,7 +175,7 @@ func TestNoPolicyAllowsUndecided(t *testing.T) {
 
 func TestDecisionScopes(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	rows := table(41, action(policy.Allow), map[policy.Op]policy.Action{policy.OpFirmware: policy.Deny},
 		// Rule 3: op=EXECUTE boot_verified=TRUE action=DENY, with both
 		// signatures observable and FALSE.
@@ -208,7 +207,7 @@ func TestDecisionScopes(t *testing.T) {
 
 func TestFirstRuleInFileOrderWins(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	rows := table(1, action(policy.Deny), nil,
 		// 0: op=EXECUTE dmverity_roothash=A action=DENY (a revocation)
 		// 1: op=EXECUTE action=ALLOW
@@ -265,22 +264,22 @@ func TestUnobservableProperties(t *testing.T) {
 
 	tests := []struct {
 		name       string
-		observable uint32
+		usable     uint32
 		subj       TestSubject
 		wantAction policy.Action
 		wantRule   uint32
 	}{
-		{"signatures unobservable", 0, signedBoot, policy.Allow, 0},
-		{"signatures observable", ObserveDMVeritySignature | ObserveFSVeritySignature, signedBoot, policy.Deny, 0},
-		{"dm-verity signature alone observable", ObserveDMVeritySignature, signedBoot, policy.Deny, 0},
-		{"root hash observable", ObserveDMVerityRootHash, TestSubject{HasFile: true, DV: dvA}, policy.Allow, 1},
-		{"root hash unobservable", ObserveFSVerityDigest, TestSubject{HasFile: true, DV: dvA}, policy.Deny, 0},
-		{"fs-verity digest observable", ObserveFSVerityDigest, TestSubject{HasFile: true, FV: fvA}, policy.Allow, 2},
-		{"fs-verity digest unobservable", ObserveDMVerityRootHash, TestSubject{HasFile: true, FV: fvA}, policy.Deny, 0},
+		{"signatures unobservable", NeedBootVerified, signedBoot, policy.Allow, 0},
+		{"signatures observable", NeedBootVerified | NeedDMVeritySignature | NeedFSVeritySignature, signedBoot, policy.Deny, 0},
+		{"dm-verity signature alone observable", NeedBootVerified | NeedDMVeritySignature, signedBoot, policy.Deny, 0},
+		{"root hash observable", NeedBootVerified | NeedDVRows, TestSubject{HasFile: true, DV: dvA}, policy.Allow, 1},
+		{"root hash unobservable", NeedBootVerified | NeedFVRows, TestSubject{HasFile: true, DV: dvA}, policy.Deny, 0},
+		{"fs-verity digest observable", NeedBootVerified | NeedFVRows, TestSubject{HasFile: true, FV: fvA}, policy.Allow, 2},
+		{"fs-verity digest unobservable", NeedBootVerified | NeedDVRows, TestSubject{HasFile: true, FV: fvA}, policy.Deny, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h.SetSettings(Settings{Enforcing: 1, Observable: tc.observable})
+			h.SetSettings(Settings{Enforcing: 1, UsableNeeds: tc.usable})
 			got := h.Run(uint8(policy.OpExecute), HookMmap, tc.subj)
 			if got.Action != uint32(tc.wantAction) || got.Rule != tc.wantRule {
 				t.Errorf("got %+v, want action %v rule %d", got, tc.wantAction, tc.wantRule)
@@ -291,7 +290,7 @@ func TestUnobservableProperties(t *testing.T) {
 
 func TestInvalidOpTakesGlobalDefault(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	for _, tc := range []struct {
 		name   string
 		global *policy.Action
@@ -320,7 +319,7 @@ func TestInvalidOpTakesGlobalDefault(t *testing.T) {
 // a state that has no verdict, denies rather than allows.
 func TestIncompleteTableFailsClosed(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	var entries []TableRow
 	for k, v := range table(3, action(policy.Allow), nil) {
 		entries = append(entries, TableRow{Key: k, Row: v})
@@ -352,7 +351,7 @@ func TestIncompleteTableFailsClosed(t *testing.T) {
 // match none when no row's is.
 func TestDigestsThatFoldAlikeAreToldApart(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	// Words 0 and 2 both go into the first half of the fold, so moving a
 	// bit from one to the other keeps the fold.
 	first := digest("sha256", 0x10, 0, 0, 0, 0, 0, 0, 0, 0x01)
@@ -393,7 +392,7 @@ func TestDigestsThatFoldAlikeAreToldApart(t *testing.T) {
 // part of the state.
 func TestNeedsSelectWhatIsConsulted(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	rows := table(1, action(policy.Deny), nil,
 		ruleRow(RowKindDV, policy.OpExecute, dvA, nil, everywhere(verdict(0, policy.Allow))),
 		// Holds only where dmverity_signature is UNOBSERVABLE.
@@ -428,7 +427,7 @@ func denyAll(generation uint32) map[RowKey]Row {
 
 func TestPermissiveReportsButAllows(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 0, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 0, UsableNeeds: allNeeds})
 	h.SetPolicy(denyAll(5))
 
 	got := h.Run(uint8(policy.OpExecute), HookMprotect, fileBoot)
@@ -452,13 +451,13 @@ func TestSuccessAudit(t *testing.T) {
 	allowAll := table(2, action(policy.Allow), nil)
 	h.SetPolicy(allowAll)
 
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
 	if e, ok := h.NextEvent(); ok {
 		t.Errorf("ALLOW without success_audit emitted %+v", e)
 	}
 
-	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, UsableNeeds: allNeeds})
 	h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot)
 	e, ok := h.NextEvent()
 	if !ok {
@@ -479,7 +478,7 @@ func cString(b []byte) string {
 
 func TestEventFields(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	h.SetPolicy(table(77, action(policy.Allow), nil,
 		ruleRow(RowKindFV, policy.OpKexecImage, nil, fvA, everywhere(verdict(6, policy.Deny))),
 	))
@@ -524,7 +523,7 @@ func TestEventFields(t *testing.T) {
 
 func TestCountersPerHookAndAction(t *testing.T) {
 	h := NewDecideHarness(t, 0)
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	h.SetPolicy(table(1, action(policy.Deny), nil,
 		ruleRow(RowKindBase, policy.OpExecute, nil, nil, only(verdict(0, policy.Allow), state(PropTrue, PropFalse, PropFalse))),
 	))
@@ -546,7 +545,7 @@ func TestCountersPerHookAndAction(t *testing.T) {
 func TestFullRingBufferCountsDroppedEvents(t *testing.T) {
 	// The smallest ring buffer, one page, holds about a dozen events.
 	h := NewDecideHarness(t, uint32(os.Getpagesize()))
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	h.SetPolicy(denyAll(1))
 
 	const calls = 40
@@ -582,13 +581,13 @@ func TestScratchSlots(t *testing.T) {
 	h.SetPolicy(table(1, action(policy.Deny), nil,
 		ruleRow(RowKindFV, policy.OpExecute, nil, fvA, everywhere(verdict(0, policy.Allow)))))
 	fsverity := TestSubject{HasFile: true, FV: fvA}
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	h.SetScratchBusy(allSlots)
 
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fsverity); got.RC != errEACCES || got.Decided {
 		t.Errorf("fs-verity digest, no free slot, enforcing: got %+v, want an undecided -EACCES", got)
 	}
-	h.SetSettings(Settings{Enforcing: 0, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 0, UsableNeeds: allNeeds})
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fsverity); got.RC != 0 || got.Decided {
 		t.Errorf("fs-verity digest, no free slot, permissive: got %+v, want an undecided 0", got)
 	}
@@ -601,7 +600,7 @@ func TestScratchSlots(t *testing.T) {
 
 	// Nothing to read into a slot and nothing to report: decided anyway.
 	h.SetPolicy(table(2, action(policy.Allow), nil))
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || !got.Decided {
 		t.Errorf("no digest, no free slot: got %+v, want a decided allow", got)
 	}
@@ -610,7 +609,7 @@ func TestScratchSlots(t *testing.T) {
 	}
 
 	// An event without a slot for its path: sent, marked, counted.
-	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, SuccessAudit: 1, UsableNeeds: allNeeds})
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || !got.Decided {
 		t.Errorf("success audit, no free slot: got %+v, want a decided allow", got)
 	}
@@ -695,7 +694,7 @@ func TestCgroupScope(t *testing.T) {
 			t.Fatalf("put cgroup: %v", err)
 		}
 	}
-	h.SetSettings(Settings{Enforcing: 1, CgroupId: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, CgroupId: 1, UsableNeeds: allNeeds})
 
 	put(outside)
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != 0 || got.Decided {
@@ -711,7 +710,7 @@ func TestCgroupScope(t *testing.T) {
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != errEACCES {
 		t.Errorf("scope set but no cgroup in the slot: got %+v, want enforcement (fail closed)", got)
 	}
-	h.SetSettings(Settings{Enforcing: 1, Observable: allObservable})
+	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
 	put(outside)
 	if got := h.Run(uint8(policy.OpExecute), HookBprmCheck, fileBoot); got.RC != errEACCES {
 		t.Errorf("no scope: got %+v, want system-wide enforcement", got)

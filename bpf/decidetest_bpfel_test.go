@@ -67,7 +67,7 @@ type decidetestIpeSettings struct {
 	SuccessAudit uint32
 	CgroupId     uint64
 	BootSdev     uint32
-	Observable   uint32
+	UsableNeeds  uint32
 }
 
 type decidetestIpeTestCtx struct {

@@ -145,7 +145,7 @@ func TestKernelDecisionMatchesTables(t *testing.T) {
 			op := policy.Op(r.IntN(policy.NumOps + 1)) // OpInvalid too
 			hook := pick(r, hooks)
 			enforcing := uint32(r.IntN(2))
-			h.SetSettings(bpf.Settings{Enforcing: enforcing, SuccessAudit: 1, Observable: maps.ObservableBits(obs)})
+			h.SetSettings(bpf.Settings{Enforcing: enforcing, SuccessAudit: 1, UsableNeeds: maps.UsableNeeds(obs)})
 
 			got := h.Run(uint8(op), hook, kernelSubject(t, subj))
 			want := tables.Lookup(op, subj, obs)

@@ -154,13 +154,12 @@ struct ipe_settings {
 	__u32 success_audit;
 	__u64 cgroup_id;  /* 0: system-wide; else only tasks under cgroup_scope[0] */
 	__u32 boot_sdev;  /* kernel dev_t of the boot superblock; 0: none */
-	__u32 observable; /* IPE_OBSERVE_* bits */
+	/* The IPE_NEED_* bits this kernel can serve, which mask every op's
+	 * needs: a property it cannot observe is UNOBSERVABLE, like one no
+	 * rule uses, and rows keyed by a digest it cannot read are never
+	 * looked for. IPE_NEED_BOOT_VERIFIED is always among them. */
+	__u32 usable_needs;
 };
-
-#define IPE_OBSERVE_DV_ROOTHASH (1u << 0)
-#define IPE_OBSERVE_DV_SIGNATURE (1u << 1)
-#define IPE_OBSERVE_FV_DIGEST (1u << 2)
-#define IPE_OBSERVE_FV_SIGNATURE (1u << 3)
 
 /* Hooks, as IPE's audit ipe_hook= names them. */
 #define IPE_HOOK_BPRM_CHECK 0

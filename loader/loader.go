@@ -192,7 +192,7 @@ func (l *Loader) install(spec *ebpf.CollectionSpec, opts Options) (err error) {
 		Enforcing:    boolU32(opts.Enforcing),
 		SuccessAudit: boolU32(opts.SuccessAudit),
 		BootSdev:     boot.Sdev,
-		Observable:   maps.ObservableBits(obs),
+		UsableNeeds:  maps.UsableNeeds(obs),
 	}
 	if opts.CgroupPath != "" {
 		if settings.CgroupId, err = l.scopeToCgroup(opts.CgroupPath); err != nil {

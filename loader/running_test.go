@@ -118,8 +118,8 @@ func TestInstallPublishesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if settings.Enforcing != 1 || settings.SuccessAudit != 0 || settings.Observable != 1 {
-		t.Errorf("settings %+v, want enforcing, no success audit, observable = dm-verity root hash only", settings)
+	if want := bpf.NeedBootVerified | bpf.NeedDVRows; settings.Enforcing != 1 || settings.SuccessAudit != 0 || settings.UsableNeeds != want {
+		t.Errorf("settings %+v, want enforcing, no success audit, usable needs %#x (boot_verified and dm-verity root hash only)", settings, want)
 	}
 
 	// The device is keyed by the kernel's dev_t, 254<<20|3, not st_dev's 0xfe03.

@@ -16,22 +16,26 @@ func TestRowBytesMatchesHeaderLayout(t *testing.T) {
 	}
 }
 
-// Each observable property sets its own IPE_OBSERVE_* bit, the one
-// bpf/abi_test.go holds to the header.
-func TestObservableBitsUseHeaderBits(t *testing.T) {
+// Each observable property lets through the needs it serves, and only
+// those; boot_verified is always served, and the rows keyed by both digests
+// only when both are observable.
+func TestUsableNeeds(t *testing.T) {
+	bv := bpf.NeedBootVerified
 	for _, tc := range []struct {
 		name string
 		obs  policy.Observability
 		want uint32
 	}{
-		{"none", policy.Observability{}, 0},
-		{"dmverity_roothash", policy.Observability{DMVerityRootHash: true}, bpf.ObserveDMVerityRootHash},
-		{"dmverity_signature", policy.Observability{DMVeritySignature: true}, bpf.ObserveDMVeritySignature},
-		{"fsverity_digest", policy.Observability{FSVerityDigest: true}, bpf.ObserveFSVerityDigest},
-		{"fsverity_signature", policy.Observability{FSVeritySignature: true}, bpf.ObserveFSVeritySignature},
+		{"none", policy.Observability{}, bv},
+		{"dmverity_roothash", policy.Observability{DMVerityRootHash: true}, bv | bpf.NeedDVRows},
+		{"dmverity_signature", policy.Observability{DMVeritySignature: true}, bv | bpf.NeedDMVeritySignature},
+		{"fsverity_digest", policy.Observability{FSVerityDigest: true}, bv | bpf.NeedFVRows},
+		{"fsverity_signature", policy.Observability{FSVeritySignature: true}, bv | bpf.NeedFSVeritySignature},
+		{"both digests", policy.Observability{DMVerityRootHash: true, FSVerityDigest: true}, bv | bpf.NeedDVRows | bpf.NeedFVRows | bpf.NeedDVFVRows},
+		{"everything", policy.AllObservable, bv | bpf.NeedDMVeritySignature | bpf.NeedFSVeritySignature | bpf.NeedDVRows | bpf.NeedFVRows | bpf.NeedDVFVRows},
 	} {
-		if got := ObservableBits(tc.obs); got != tc.want {
-			t.Errorf("%s: observable bits %#x, want %#x", tc.name, got, tc.want)
+		if got := UsableNeeds(tc.obs); got != tc.want {
+			t.Errorf("%s: usable needs %#x, want %#x", tc.name, got, tc.want)
 		}
 	}
 }

@@ -24,24 +24,27 @@ func usedState(subj policy.Subject, obs policy.Observability, needs uint32) uint
 	return bv + 3*dvSig + 9*fvSig
 }
 
-// ObservableBits encodes obs as the IPE_OBSERVE_* bits of the settings'
-// Observable. boot_verified has no bit: it is always observable.
-func ObservableBits(obs policy.Observability) uint32 {
-	var bits uint32
+// UsableNeeds is the settings' UsableNeeds for a kernel that observes obs:
+// the bpf.Need* bits whose property or rows it can serve, by which the
+// kernel masks every op's needs. boot_verified is always observable; rows
+// keyed by both digests need both.
+func UsableNeeds(obs policy.Observability) uint32 {
+	needs := bpf.NeedBootVerified
 	for _, b := range []struct {
 		on  bool
 		bit uint32
 	}{
-		{obs.DMVerityRootHash, bpf.ObserveDMVerityRootHash},
-		{obs.DMVeritySignature, bpf.ObserveDMVeritySignature},
-		{obs.FSVerityDigest, bpf.ObserveFSVerityDigest},
-		{obs.FSVeritySignature, bpf.ObserveFSVeritySignature},
+		{obs.DMVerityRootHash, bpf.NeedDVRows},
+		{obs.DMVeritySignature, bpf.NeedDMVeritySignature},
+		{obs.FSVerityDigest, bpf.NeedFVRows},
+		{obs.FSVeritySignature, bpf.NeedFSVeritySignature},
+		{obs.DMVerityRootHash && obs.FSVerityDigest, bpf.NeedDVFVRows},
 	} {
 		if b.on {
-			bits |= b.bit
+			needs |= b.bit
 		}
 	}
-	return bits
+	return needs
 }
 
 func propState(observable, value bool) uint32 {
