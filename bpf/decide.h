@@ -344,22 +344,15 @@ static __always_inline __u32 ipe_digest_best(void *rows, const struct ipe_row *b
 
 /* IPE's ipe_evaluate_event over the tables: the smallest verdict of the
  * rows that exist for the subject, where the BASE row holds the DEFAULTs
- * below every rule. */
-static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
-				       __u8 op, __u32 needs, struct ipe_decision *d)
+ * below every rule. Without a BASE row (not a table the loader wrote)
+ * there is no verdict, which denies. */
+static __always_inline __u32 ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
+					__u8 op, __u32 needs)
 {
 	__u32 best, has_dv;
 
-	d->decided = 1;
-	d->rule = 0;
-	if (!base) {
-		/* Not a table the loader wrote: fail closed. */
-		d->generation = 0;
-		d->action = IPE_ACTION_DENY;
-		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
-		return;
-	}
-	d->generation = base->generation;
+	if (!base)
+		return IPE_NO_VERDICT;
 	best = ipe_verdict_in(base, ipe_state(needs, subj->holds));
 	/* Opaque, or the two tests become one OR of the pointers, which the
 	 * verifier refuses. */
@@ -367,18 +360,32 @@ static __always_inline void ipe_decide(void *rows, const struct ipe_row *base, c
 	ipe_opaque(has_dv);
 	if (has_dv || subj->fv)
 		best = ipe_min(best, ipe_digest_best(rows, base, subj, op, needs));
+	return best;
+}
 
-	d->action = best & 1;
-	if (best < IPE_VERDICT_OP_DEFAULT) {
+/* Whether a verdict allows: a rule's or a DEFAULT's with the allow bit.
+ * Above the global DEFAULT is no verdict, which fails closed. */
+static __always_inline bool ipe_allows(__u32 verdict)
+{
+	return (verdict & 1) && verdict <= (IPE_VERDICT_GLOBAL_DEFAULT | IPE_ACTION_ALLOW);
+}
+
+/* The decision a verdict stands for, as events and the test program give
+ * it: who decided (a rule, the op's DEFAULT or the global one) and the
+ * policy's generation. Only a call that reports or is observed needs it. */
+static __always_inline void ipe_explain(struct ipe_decision *d, __u32 verdict, const struct ipe_row *base)
+{
+	d->decided = 1;
+	d->generation = base ? base->generation : 0;
+	d->action = ipe_allows(verdict) ? IPE_ACTION_ALLOW : IPE_ACTION_DENY;
+	d->rule = 0;
+	if (verdict < IPE_VERDICT_OP_DEFAULT) {
 		d->scope = IPE_SCOPE_RULE;
-		d->rule = best >> 1;
-	} else if ((best & ~1u) == IPE_VERDICT_OP_DEFAULT) {
+		d->rule = verdict >> 1;
+	} else if ((verdict & ~1u) == IPE_VERDICT_OP_DEFAULT) {
 		d->scope = IPE_SCOPE_OP_DEFAULT;
-	} else if ((best & ~1u) == IPE_VERDICT_GLOBAL_DEFAULT) {
-		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
 	} else {
-		/* A state without a verdict: not a table the loader wrote. */
-		d->action = IPE_ACTION_DENY;
+		/* The global DEFAULT, or no verdict, which denies as if it were. */
 		d->scope = IPE_SCOPE_GLOBAL_DEFAULT;
 	}
 }
@@ -424,7 +431,7 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	struct ipe_subject subj;
 	struct ipe_work w = {};
 	struct ipe_row *base;
-	__u32 zero = 0, needs;
+	__u32 zero = 0, needs, verdict, allow;
 	int rc = 0;
 	void *rows;
 
@@ -454,11 +461,16 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 		rc = cfg.enforcing ? -IPE_EACCES : 0;
 		goto out;
 	}
-	ipe_decide(rows, base, &subj, op, needs, &d);
-	ipe_count(hook * 2 + (d.action & 1));
-	if (d.action == IPE_ACTION_DENY || cfg.success_audit)
+	verdict = ipe_decide(rows, base, &subj, op, needs);
+	allow = ipe_allows(verdict);
+	ipe_count(hook * 2 + allow);
+	if (!allow || cfg.success_audit) {
+		ipe_explain(&d, verdict, base);
 		ipe_report(&d, op, hook, cfg.enforcing, &subj, &w, target);
-	rc = d.action == IPE_ACTION_DENY && cfg.enforcing ? -IPE_EACCES : 0;
+	}
+	rc = !allow && cfg.enforcing ? -IPE_EACCES : 0;
+	if (out)
+		ipe_explain(&d, verdict, base);
 out:
 	ipe_work_release(&w);
 	if (out)
