@@ -33,12 +33,13 @@ struct ipe_work;
 
 /* Fill subj for the operation's target (a struct file or NULL in the LSM
  * programs). needs is what the op's rules use and this kernel can observe
- * (the settings' usable_needs): only those properties must be read, and the decision
- * ignores the others. A digest pointer, when not NULL, points at a digest of 1 to
- * IPE_DIGEST_MAX bytes, zero-padded, that stays put until the call
- * returns (a map value, or the call's scratch slot). Returns false when a
- * property could not be read for lack of working memory: the call then
- * goes undecided. */
+ * (masked by the settings' usable_needs): only those properties must be
+ * read, and the decision ignores the others. A digest pointer, when not
+ * NULL, points at a digest of 1 to IPE_DIGEST_MAX bytes, zero-padded,
+ * that stays put until the call returns (a map value, or the call's
+ * scratch slot); a subject has digests only with a file. Returns false
+ * when a property could not be read for lack of working memory: the call
+ * then goes undecided. */
 static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
 					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs);
 /* Fill the file fields of an event (path, sid, sdev, ino). sc is working

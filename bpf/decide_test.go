@@ -19,7 +19,6 @@ const (
 	scratchSlots = 4
 )
 
-
 func digest(alg string, b ...byte) *Digest {
 	d := Digest{Len: uint32(len(b))}
 	copy(d.Alg[:], alg)

@@ -97,7 +97,9 @@ struct {
 struct ipe_subject {
 	/* The boolean properties that hold, as the IPE_NEED_* bits that ask
 	 * for them (IPE_NEED_BOOT_VERIFIED, _DV_SIGNATURE, _FV_SIGNATURE);
-	 * only those asked for are read, and none without a file. */
+	 * none without a file. A bit the op's needs lack may be set (the
+	 * device's signature comes with its root hash) and counts for
+	 * nothing: ipe_state reads holds through needs. */
 	__u32 holds;
 	__u32 has_file;
 	const struct ipe_digest *dv; /* NULL: no dm-verity root hash known */
