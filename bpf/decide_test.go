@@ -314,8 +314,9 @@ func TestInvalidOpTakesGlobalDefault(t *testing.T) {
 	}
 }
 
-// A table the loader did not write, one without the op's BASE row or with
-// a state that has no verdict, denies rather than allows.
+// A table the loader did not write, one without the op's BASE row, with
+// a state that has no verdict or with a verdict no compiler makes, denies
+// rather than allows.
 func TestIncompleteTableFailsClosed(t *testing.T) {
 	h := NewDecideHarness(t, 0)
 	h.SetSettings(Settings{Enforcing: 1, UsableNeeds: allNeeds})
@@ -342,6 +343,15 @@ func TestIncompleteTableFailsClosed(t *testing.T) {
 	want.Generation = 3
 	if got := h.Run(uint8(policy.OpKmodule), HookKernelRead, TestSubject{HasFile: true}); got != want {
 		t.Errorf("a state without a verdict: got %+v, want %+v", got, want)
+	}
+
+	// Between the global DEFAULT and NoVerdict lie values no compiler
+	// writes; with the allow bit set they must still deny.
+	base.Verdict[state(PropFalse, PropFalse, PropFalse)] = VerdictGlobalDefault + 3
+	rows[RowKey{Kind: RowKindBase, Op: uint8(policy.OpKmodule)}] = base
+	h.SetPolicy(rows)
+	if got := h.Run(uint8(policy.OpKmodule), HookKernelRead, TestSubject{HasFile: true}); got != want {
+		t.Errorf("a verdict above the global DEFAULT: got %+v, want %+v", got, want)
 	}
 }
 
