@@ -31,8 +31,8 @@ struct ipe_decision {
 
 struct ipe_work;
 
-/* Fill subj for the operation's target (a struct file or NULL in the LSM
- * programs). needs is what the op's rules use and this kernel can observe
+/* Fill subj, which arrives empty (no file, nothing holds, no digests), for
+ * the operation's target (a struct file or NULL in the LSM programs). needs is what the op's rules use and this kernel can observe
  * (masked by the settings' usable_needs): only those properties must be
  * read, and the decision ignores the others. A digest pointer, when not
  * NULL, points at a digest of 1 to IPE_DIGEST_MAX bytes, zero-padded,
@@ -327,9 +327,8 @@ static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
 /* The smallest verdict of the digest rows that exist for the subject
  * under op (IPE_NO_VERDICT when none does). */
 static __always_inline __u32 ipe_digest_best(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
-					__u32 op, __u32 needs)
+					__u32 op, __u32 needs, __u32 state)
 {
-	__u32 state = ipe_state(needs, subj->holds);
 	__u32 best = IPE_NO_VERDICT;
 
 	/* A subject has digests only with a file, and only those needs asks
@@ -350,17 +349,18 @@ static __always_inline __u32 ipe_digest_best(void *rows, const struct ipe_row *b
 static __always_inline __u32 ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
 					__u8 op, __u32 needs)
 {
-	__u32 best, has_dv;
+	__u32 best, has_dv, state;
 
 	if (!base)
 		return IPE_NO_VERDICT;
-	best = ipe_verdict_in(base, ipe_state(needs, subj->holds));
+	state = ipe_state(needs, subj->holds);
+	best = ipe_verdict_in(base, state);
 	/* Opaque, or the two tests become one OR of the pointers, which the
 	 * verifier refuses. */
 	has_dv = subj->dv != NULL;
 	ipe_opaque(has_dv);
 	if (has_dv || subj->fv)
-		best = ipe_min(best, ipe_digest_best(rows, base, subj, op, needs));
+		best = ipe_min(best, ipe_digest_best(rows, base, subj, op, needs, state));
 	return best;
 }
 
@@ -429,7 +429,7 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	struct ipe_decision d = {};
 	const struct ipe_settings *live;
 	struct ipe_settings cfg;
-	struct ipe_subject subj;
+	struct ipe_subject subj = {};
 	struct ipe_work w = {};
 	struct ipe_row *base;
 	__u32 zero = 0, needs, verdict, allow;
@@ -465,13 +465,12 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	verdict = ipe_decide(rows, base, &subj, op, needs);
 	allow = ipe_allows(verdict);
 	ipe_count(hook * 2 + allow);
-	if (!allow || cfg.success_audit) {
+	/* out is NULL in the LSM programs: only a report explains there. */
+	if (out || !allow || cfg.success_audit)
 		ipe_explain(&d, verdict, base);
+	if (!allow || cfg.success_audit)
 		ipe_report(&d, op, hook, cfg.enforcing, &subj, &w, target);
-	}
 	rc = !allow && cfg.enforcing ? -IPE_EACCES : 0;
-	if (out)
-		ipe_explain(&d, verdict, base);
 out:
 	ipe_work_release(&w);
 	if (out)

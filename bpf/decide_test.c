@@ -59,10 +59,6 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 	struct ipe_scratch *sc;
 	__u32 holds = 0;
 
-	subj->holds = 0;
-	subj->has_file = 0;
-	subj->dv = NULL;
-	subj->fv = NULL;
 	if (!in->has_file)
 		return true;
 	subj->has_file = 1;
