@@ -31,10 +31,20 @@ struct ipe_decision {
 
 struct ipe_work;
 
-/* Fill subj, which arrives empty (no file, nothing holds, no digests), for
- * the operation's target (a struct file or NULL in the LSM programs). needs is what the op's rules use and this kernel can observe
- * (masked by the settings' usable_needs): only those properties must be
- * read, and the decision ignores the others. A digest pointer, when not
+/* A subject without a file: nothing holds, no digests. Each ipe_observe
+ * starts from it. */
+static __always_inline void ipe_subject_clear(struct ipe_subject *subj)
+{
+	subj->holds = 0;
+	subj->has_file = 0;
+	subj->dv = NULL;
+	subj->fv = NULL;
+}
+
+/* Fill subj for the operation's target (a struct file or NULL in the LSM
+ * programs), starting from ipe_subject_clear. needs is what the op's rules
+ * use and this kernel can observe (masked by the settings' usable_needs):
+ * only those properties must be read, and the decision ignores the others. A digest pointer, when not
  * NULL, points at a digest of 1 to IPE_DIGEST_MAX bytes, zero-padded,
  * that stays put until the call returns (a map value, or the call's
  * scratch slot); a subject has digests only with a file. Returns false
@@ -325,10 +335,13 @@ static __always_inline struct ipe_row *ipe_base_row(void *rows, __u8 op)
 }
 
 /* The smallest verdict of the digest rows that exist for the subject
- * under op (IPE_NO_VERDICT when none does). */
+ * under op (IPE_NO_VERDICT when none does). It works the state out again
+ * rather than taking ipe_decide's: kept live until here, that value costs
+ * a spill on every decision, most of which never get here. */
 static __always_inline __u32 ipe_digest_best(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
-					__u32 op, __u32 needs, __u32 state)
+					__u32 op, __u32 needs)
 {
+	__u32 state = ipe_state(needs, subj->holds);
 	__u32 best = IPE_NO_VERDICT;
 
 	/* A subject has digests only with a file, and only those needs asks
@@ -349,18 +362,17 @@ static __always_inline __u32 ipe_digest_best(void *rows, const struct ipe_row *b
 static __always_inline __u32 ipe_decide(void *rows, const struct ipe_row *base, const struct ipe_subject *subj,
 					__u8 op, __u32 needs)
 {
-	__u32 best, has_dv, state;
+	__u32 best, has_dv;
 
 	if (!base)
 		return IPE_NO_VERDICT;
-	state = ipe_state(needs, subj->holds);
-	best = ipe_verdict_in(base, state);
+	best = ipe_verdict_in(base, ipe_state(needs, subj->holds));
 	/* Opaque, or the two tests become one OR of the pointers, which the
 	 * verifier refuses. */
 	has_dv = subj->dv != NULL;
 	ipe_opaque(has_dv);
 	if (has_dv || subj->fv)
-		best = ipe_min(best, ipe_digest_best(rows, base, subj, op, needs, state));
+		best = ipe_min(best, ipe_digest_best(rows, base, subj, op, needs));
 	return best;
 }
 
@@ -429,7 +441,7 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	struct ipe_decision d = {};
 	const struct ipe_settings *live;
 	struct ipe_settings cfg;
-	struct ipe_subject subj = {};
+	struct ipe_subject subj;
 	struct ipe_work w = {};
 	struct ipe_row *base;
 	__u32 zero = 0, needs, verdict, allow;

@@ -59,6 +59,7 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 	struct ipe_scratch *sc;
 	__u32 holds = 0;
 
+	ipe_subject_clear(subj);
 	if (!in->has_file)
 		return true;
 	subj->has_file = 1;

@@ -159,6 +159,7 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 	struct inode *inode;
 	__u32 holds = 0;
 
+	ipe_subject_clear(subj);
 	if (!file)
 		return true;
 	subj->has_file = 1;
