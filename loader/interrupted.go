@@ -22,6 +22,9 @@ var ErrUnloadInterrupted = errors.New("unload interrupted: nothing is enforced; 
 //     renaming it into place. If the rows in force are of its generation the
 //     swap happened and the rename is completed; otherwise it is discarded.
 //   - pins without rows in the policy slot: ErrUnloadInterrupted.
+//   - a staging directory (pins.go): a load was killed before it published.
+//     Its links may already be pinned and enforcing, yet no command would
+//     report them, so they are taken down: the load did not happen.
 
 // settle settles a killed command's leftovers. It takes the command lock
 // only when there is something to settle, so the caller must not hold it.
@@ -44,6 +47,9 @@ func (p paths) unsettled() bool {
 	if _, err := os.Stat(p.pin(stateNextName)); err == nil {
 		return true
 	}
+	if dirs, err := p.stagingLeftovers(); err != nil || len(dirs) != 0 {
+		return true // an unreadable parent: settleLocked says why
+	}
 	m, err := ebpf.LoadPinnedMap(p.pin(mapPolicy), nil)
 	if err != nil {
 		return false // gone or out of reach: opening the pins says which
@@ -56,6 +62,9 @@ func (p paths) unsettled() bool {
 // settleLocked settles the pins and returns the generation of the rows in
 // force (0 when nothing is pinned). The caller holds the command lock.
 func (p paths) settleLocked() (uint32, error) {
+	if err := p.removeStaging(); err != nil {
+		return 0, err
+	}
 	m, err := loadPinnedMap(p, mapPolicy)
 	if errors.Is(err, ErrNotLoaded) {
 		return 0, nil // not loaded, or an unload got past the maps: unload finishes

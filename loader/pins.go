@@ -100,24 +100,44 @@ func (p paths) loaded() (bool, error) {
 	return false, nil
 }
 
-// removeStaging removes the staging directories of loads that died before
-// publishing. Their links must not stay attached: nothing could unload them.
-func (p paths) removeStaging() error {
+// stagingLeftovers lists the staging directories present. Under the
+// command lock every one is a load that died before publishing: a load
+// holds the lock until its rename.
+func (p paths) stagingLeftovers() ([]string, error) {
 	parent := filepath.Dir(p.pinDir)
 	entries, err := os.ReadDir(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return fmt.Errorf("read %s: %w", parent, err)
+		return nil, fmt.Errorf("read %s: %w", parent, err)
 	}
 	prefix := filepath.Base(p.pinDir) + "-new-"
+	var dirs []string
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), prefix) {
-			ids, err := takeDown(filepath.Join(parent, e.Name()))
-			if err == nil {
-				err = waitLinksGone(ids, detachTimeout)
-			}
-			if err != nil {
-				return err
-			}
+			dirs = append(dirs, filepath.Join(parent, e.Name()))
+		}
+	}
+	return dirs, nil
+}
+
+// removeStaging takes down the staging directories of loads that died
+// before publishing. A load killed after pinning its links leaves them
+// attached, enforcing a policy no command would report: they must go.
+// The caller holds the command lock.
+func (p paths) removeStaging() error {
+	dirs, err := p.stagingLeftovers()
+	if err != nil {
+		return err
+	}
+	for _, dir := range dirs {
+		ids, err := takeDown(dir)
+		if err == nil {
+			err = waitLinksGone(ids, detachTimeout)
+		}
+		if err != nil {
+			return fmt.Errorf("remove the pins of a killed load: %w", err)
 		}
 	}
 	return nil

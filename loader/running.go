@@ -315,6 +315,12 @@ func unload(p paths, wait time.Duration) (*State, error) {
 		unlock()
 		return st, err
 	}
+	// A load killed before it published is not loaded, but what it
+	// pinned may enforce: it goes too (interrupted.go).
+	if err := p.removeStaging(); err != nil {
+		unlock()
+		return st, err
+	}
 	if _, serr := os.Stat(p.pinDir); errors.Is(serr, os.ErrNotExist) {
 		unlock()
 		return nil, ErrNotLoaded

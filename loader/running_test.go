@@ -390,8 +390,10 @@ func TestStopLeavesAnotherInstanceAlone(t *testing.T) {
 	}
 }
 
-func TestRemoveStagingDetachesDeadLoads(t *testing.T) {
-	p := privateBPFFS(t)
+// killedLoad leaves what a load killed between pinning and publishing
+// leaves: a staging directory with pins in it.
+func killedLoad(t *testing.T, p paths) string {
+	t.Helper()
 	staging := p.pinDir + "-new-999999"
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		t.Fatal(err)
@@ -401,14 +403,32 @@ func TestRemoveStagingDetachesDeadLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Pin(filepath.Join(staging, "settings")); err != nil {
+	if err := m.Pin(filepath.Join(staging, mapSettings)); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.removeStaging(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("staging directory survives: %v", err)
+	return staging
+}
+
+// Every command that reports or changes the running state takes down the
+// pins of a load killed before it published: they are not loaded, so
+// nothing may keep them.
+func TestKilledLoadIsTakenDown(t *testing.T) {
+	p := privateBPFFS(t)
+	for _, c := range []struct {
+		command string
+		run     func() error
+	}{
+		{"status", func() error { _, err := openRunning(p); return err }},
+		{"unload", func() error { _, err := unload(p, time.Second); return err }},
+		{"load", p.removeStaging},
+	} {
+		staging := killedLoad(t, p)
+		if err := c.run(); err != nil && !errors.Is(err, ErrNotLoaded) {
+			t.Errorf("%s after a killed load: %v, want ErrNotLoaded or success", c.command, err)
+		}
+		if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left the killed load's pins: %v", c.command, err)
+		}
 	}
 }
 
