@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfipe/bpfipe/bpf"
@@ -391,8 +392,10 @@ func TestStopLeavesAnotherInstanceAlone(t *testing.T) {
 }
 
 // killedLoad leaves what a load killed between pinning and publishing
-// leaves: a staging directory with pins in it.
-func killedLoad(t *testing.T, p paths) string {
+// leaves: a staging directory with a map and an attached link pinned in
+// it. It returns the directory and the link's ID. (A raw tracepoint link
+// stands in for the LSM links this host cannot attach.)
+func killedLoad(t *testing.T, p paths) (string, link.ID) {
 	t.Helper()
 	staging := p.pinDir + "-new-999999"
 	if err := os.Mkdir(staging, 0o700); err != nil {
@@ -406,7 +409,28 @@ func killedLoad(t *testing.T, p paths) string {
 	if err := m.Pin(filepath.Join(staging, mapSettings)); err != nil {
 		t.Fatal(err)
 	}
-	return staging
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.RawTracepoint,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatalf("load a raw tracepoint program: %v", err)
+	}
+	defer prog.Close()
+	lk, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+	if err != nil {
+		t.Fatalf("attach a raw tracepoint: %v", err)
+	}
+	defer lk.Close()
+	info, err := lk.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Pin(filepath.Join(staging, linkPrefix+"bprm_check_security")); err != nil {
+		t.Fatal(err)
+	}
+	return staging, info.ID
 }
 
 // Every command that reports or changes the running state takes down the
@@ -422,12 +446,16 @@ func TestKilledLoadIsTakenDown(t *testing.T) {
 		{"unload", func() error { _, err := unload(p, time.Second); return err }},
 		{"load", p.removeStaging},
 	} {
-		staging := killedLoad(t, p)
+		staging, linkID := killedLoad(t, p)
 		if err := c.run(); err != nil && !errors.Is(err, ErrNotLoaded) {
 			t.Errorf("%s after a killed load: %v, want ErrNotLoaded or success", c.command, err)
 		}
 		if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left the killed load's pins: %v", c.command, err)
+		}
+		if lk, err := link.NewFromID(linkID); err == nil {
+			lk.Close()
+			t.Errorf("%s left the killed load's link %d attached", c.command, linkID)
 		}
 	}
 }
