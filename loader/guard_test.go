@@ -105,6 +105,21 @@ func TestMarkObjectsNamesEachObjectOnce(t *testing.T) {
 	}
 }
 
+// noopTracepoint is a raw tracepoint program that does nothing, for tests
+// that need real links on a host that cannot attach LSM programs.
+func noopTracepoint() (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.RawTracepoint,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+}
+
+// attachNoop attaches a noopTracepoint program: one link per call.
+func attachNoop(prog *ebpf.Program) (link.Link, error) {
+	return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+}
+
 // nextLinkFloor relies on the kernel handing out link IDs upwards.
 func TestLinkFloorIsBelowNewLinks(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -114,17 +129,13 @@ func TestLinkFloorIsBelowNewLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.RawTracepoint,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	prog, err := noopTracepoint()
 	if err != nil {
 		t.Skipf("this host cannot load a raw tracepoint program: %v", err)
 	}
 	defer prog.Close()
 	for range 3 {
-		lk, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+		lk, err := attachNoop(prog)
 		if err != nil {
 			t.Skipf("this host cannot attach a raw tracepoint: %v", err)
 		}

@@ -409,16 +409,12 @@ func killedLoad(t *testing.T, p paths) (string, link.ID) {
 	if err := m.Pin(filepath.Join(staging, mapSettings)); err != nil {
 		t.Fatal(err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.RawTracepoint,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	prog, err := noopTracepoint()
 	if err != nil {
 		t.Fatalf("load a raw tracepoint program: %v", err)
 	}
 	defer prog.Close()
-	lk, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: prog})
+	lk, err := attachNoop(prog)
 	if err != nil {
 		t.Fatalf("attach a raw tracepoint: %v", err)
 	}
