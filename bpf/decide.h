@@ -52,6 +52,13 @@ static __always_inline void ipe_subject_clear(struct ipe_subject *subj)
  * then goes undecided. */
 static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
 					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs);
+/* The quick look: the boolean properties that hold (into holds) when the
+ * subject's properties can all be read without a call, which is when it
+ * has no digests and needs reads nothing kept in a map or a scratch slot
+ * (IPE_NEED_READ_BY_CALL, a device-mapper device's entry); false when
+ * ipe_observe must look. A subject it completes is the one ipe_observe
+ * would give: digests none, holds the same. */
+static __always_inline bool ipe_observe_quick(__u32 *holds, const struct ipe_settings *cfg, void *target, __u32 needs);
 /* Fill the file fields of an event (path, sid, sdev, ino). sc is working
  * memory for the path, NULL when none was free: the path is then left
  * empty and marked truncated. */
@@ -65,6 +72,9 @@ static __always_inline int ipe_prior(int ret)
 		return ret;
 	return -IPE_EACCES;
 }
+
+/* One read of a setting the loader may change while a call runs. */
+#define ipe_once(field) (*(volatile typeof(field) *)&(field))
 
 static __always_inline void ipe_count(__u32 index)
 {
@@ -143,6 +153,12 @@ static __always_inline void ipe_work_release(struct ipe_work *w)
 }
 
 #define IPE_BOOL_NEEDS (IPE_NEED_BOOT_VERIFIED | IPE_NEED_DV_SIGNATURE | IPE_NEED_FV_SIGNATURE)
+/* Needs served from the file's block device's entry in the devices map. */
+#define IPE_NEED_DEVICE (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS | IPE_NEED_DV_SIGNATURE)
+/* Needs whose property is always read through a call: the fs-verity
+ * digest (a kfunc or reads into a scratch slot) and signature (inode
+ * storage). */
+#define IPE_NEED_READ_BY_CALL (IPE_NEED_FV_ROWS | IPE_NEED_DVFV_ROWS | IPE_NEED_FV_SIGNATURE)
 
 /* The state weight of a set of boolean properties (bits as in
  * IPE_BOOL_NEEDS, whose weights are 1, 3 and 9): one nibble of the
@@ -439,24 +455,22 @@ static __always_inline void ipe_report(const struct ipe_decision *d, __u8 op, __
 static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct ipe_decision *out)
 {
 	struct ipe_decision d = {};
-	const struct ipe_settings *live;
-	struct ipe_settings cfg;
+	const struct ipe_settings *cfg;
 	struct ipe_subject subj;
 	struct ipe_work w = {};
 	struct ipe_row *base;
-	__u32 zero = 0, needs, verdict, allow;
+	__u32 zero = 0, needs, holds, verdict, allow, audit, enforcing;
 	int rc = 0;
 	void *rows;
 
-	live = bpf_map_lookup_elem(&settings, &zero);
-	if (!live)
+	/* The settings are read where they are used rather than copied,
+	 * which would keep them all live across the calls below. */
+	cfg = bpf_map_lookup_elem(&settings, &zero);
+	if (!cfg)
 		return 0;
-	/* One snapshot, so the event and the return code agree even if the
-	 * loader flips a switch meanwhile. */
-	cfg = *live;
 	/* An error (no cgroup in the slot) keeps the task in scope: failing
 	 * open would silently disable enforcement. */
-	if (cfg.cgroup_id && bpf_current_task_under_cgroup(&cgroup_scope, 0) == 0)
+	if (cfg->cgroup_id && bpf_current_task_under_cgroup(&cgroup_scope, 0) == 0)
 		return 0;
 	rows = bpf_map_lookup_elem(&policy, &zero);
 	if (!rows) {
@@ -468,21 +482,45 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	if (op > IPE_OP_INVALID)
 		op = IPE_OP_INVALID;
 	base = ipe_base_row(rows, op);
-	needs = base ? base->needs & cfg.usable_needs : 0;
-	if (!ipe_observe(&subj, &w, &cfg, hook, target, needs)) {
+	needs = base ? base->needs & cfg->usable_needs : 0;
+	/* Most calls end here: a subject without digests whose properties
+	 * come without a call, allowed by its BASE row, with nothing to
+	 * report. Apart from the general path below, this path keeps its
+	 * values in registers, where that path's calls would spill them
+	 * (about 60 instructions of every such decision). */
+	if (base && ipe_observe_quick(&holds, cfg, target, needs)) {
+		verdict = ipe_verdict_in(base, ipe_state(needs, holds));
+		if (ipe_allows(verdict) && !ipe_once(cfg->success_audit)) {
+			ipe_count(hook * 2 + 1);
+			/* out is NULL in the LSM programs. */
+			if (out) {
+				ipe_explain(&d, verdict, base);
+				*out = d;
+			}
+			return 0;
+		}
+	}
+	if (!ipe_observe(&subj, &w, cfg, hook, target, needs)) {
 		ipe_count(IPE_COUNTER_SCRATCH_BUSY);
-		rc = cfg.enforcing ? -IPE_EACCES : 0;
+		rc = ipe_once(cfg->enforcing) ? -IPE_EACCES : 0;
 		goto out;
 	}
 	verdict = ipe_decide(rows, base, &subj, op, needs);
 	allow = ipe_allows(verdict);
+	/* Each switch is read once, so the event and the return code agree
+	 * even if the loader flips it meanwhile. */
+	audit = ipe_once(cfg->success_audit);
+	if (allow && !audit && !out) {
+		ipe_work_release(&w);
+		ipe_count(hook * 2 + 1);
+		return 0;
+	}
+	enforcing = ipe_once(cfg->enforcing);
 	ipe_count(hook * 2 + allow);
-	/* out is NULL in the LSM programs: only a report explains there. */
-	if (out || !allow || cfg.success_audit)
-		ipe_explain(&d, verdict, base);
-	if (!allow || cfg.success_audit)
-		ipe_report(&d, op, hook, cfg.enforcing, &subj, &w, target);
-	rc = !allow && cfg.enforcing ? -IPE_EACCES : 0;
+	ipe_explain(&d, verdict, base);
+	if (!allow || audit)
+		ipe_report(&d, op, hook, enforcing, &subj, &w, target);
+	rc = !allow && enforcing ? -IPE_EACCES : 0;
 out:
 	ipe_work_release(&w);
 	if (out)

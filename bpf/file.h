@@ -148,6 +148,45 @@ static __always_inline bool ipe_device_mapper(struct gendisk *disk)
 	return disk->disk_name[0] == 'd' && disk->disk_name[1] == 'm' && disk->disk_name[2] == '-';
 }
 
+/* Whether the file's mount is the boot filesystem's. IPE marks the
+ * superblock of the mount, not of the inode, so that a file reached
+ * through overlayfs is not "from initramfs". Here and below: direct loads
+ * through the hook's BTF pointers, not BPF_CORE_READ's helper calls; the
+ * verifier makes them inline loads that read 0 instead of faulting, at a
+ * fraction of the cost, on every decision's path. */
+static __always_inline bool ipe_boot_verified(struct file *file, const struct ipe_settings *cfg)
+{
+	return cfg->boot_sdev && file->f_path.mnt->mnt_sb->s_dev == cfg->boot_sdev;
+}
+
+/* The block device under the inode when it is a device-mapper one, the
+ * only kind the devices map can hold; else NULL. */
+static __always_inline struct block_device *ipe_dm_bdev(struct inode *inode)
+{
+	struct block_device *bdev = inode->i_sb->s_bdev;
+
+	return bdev && ipe_device_mapper(bdev->bd_disk) ? bdev : NULL;
+}
+
+static __always_inline bool ipe_observe_quick(__u32 *holds, const struct ipe_settings *cfg, void *target, __u32 needs)
+{
+	struct file *file = target;
+	struct inode *inode;
+
+	*holds = 0;
+	if (!file)
+		return true;
+	if (needs & IPE_NEED_READ_BY_CALL)
+		return false;
+	inode = file->f_inode;
+	if (!inode)
+		return true;
+	if ((needs & IPE_NEED_BOOT_VERIFIED) && ipe_boot_verified(file, cfg))
+		*holds = IPE_NEED_BOOT_VERIFIED;
+	/* A device-mapper device's entry is a map lookup away. */
+	return !(needs & IPE_NEED_DEVICE) || !ipe_dm_bdev(inode);
+}
+
 static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_work *w,
 					const struct ipe_settings *cfg, __u8 hook, void *target, __u32 needs)
 {
@@ -169,19 +208,12 @@ static __always_inline bool ipe_observe(struct ipe_subject *subj, struct ipe_wor
 	if (!inode)
 		return true;
 
-	/* IPE marks the superblock of the mount, not of the inode, so that a
-	 * file reached through overlayfs is not "from initramfs". Here and
-	 * below: direct loads through the hook's BTF pointers, not
-	 * BPF_CORE_READ's helper calls; the verifier makes them inline loads
-	 * that read 0 instead of faulting, at a fraction of the cost, on
-	 * every decision's path. */
-	if ((needs & IPE_NEED_BOOT_VERIFIED) && cfg->boot_sdev &&
-	    file->f_path.mnt->mnt_sb->s_dev == cfg->boot_sdev)
+	if ((needs & IPE_NEED_BOOT_VERIFIED) && ipe_boot_verified(file, cfg))
 		holds |= IPE_NEED_BOOT_VERIFIED;
 
-	if (needs & (IPE_NEED_DV_ROWS | IPE_NEED_DVFV_ROWS | IPE_NEED_DV_SIGNATURE)) {
-		bdev = inode->i_sb->s_bdev;
-		if (bdev && ipe_device_mapper(bdev->bd_disk)) {
+	if (needs & IPE_NEED_DEVICE) {
+		bdev = ipe_dm_bdev(inode);
+		if (bdev) {
 			__builtin_memset(&key, 0, sizeof(key));
 			key.dev = bdev->bd_dev;
 			key.diskseq = bdev->bd_disk->diskseq;
