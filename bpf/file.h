@@ -159,8 +159,8 @@ static __always_inline bool ipe_boot_verified(struct file *file, const struct ip
 	return cfg->boot_sdev && file->f_path.mnt->mnt_sb->s_dev == cfg->boot_sdev;
 }
 
-/* The block device under the inode when it is a device-mapper one, the
- * only kind the devices map can hold; else NULL. */
+/* The block device under the inode when ipe_device_mapper says it is
+ * device-mapper's, else NULL. */
 static __always_inline struct block_device *ipe_dm_bdev(struct inode *inode)
 {
 	struct block_device *bdev = inode->i_sb->s_bdev;
