@@ -510,14 +510,10 @@ static __always_inline int ipe_enforce(__u8 op, __u8 hook, void *target, struct 
 	/* Each switch is read once, so the event and the return code agree
 	 * even if the loader flips it meanwhile. */
 	audit = ipe_once(cfg->success_audit);
-	if (allow && !audit && !out) {
-		ipe_work_release(&w);
-		ipe_count(hook * 2 + 1);
-		return 0;
-	}
 	enforcing = ipe_once(cfg->enforcing);
 	ipe_count(hook * 2 + allow);
-	ipe_explain(&d, verdict, base);
+	if (out || !allow || audit)
+		ipe_explain(&d, verdict, base);
 	if (!allow || audit)
 		ipe_report(&d, op, hook, enforcing, &subj, &w, target);
 	rc = !allow && enforcing ? -IPE_EACCES : 0;
