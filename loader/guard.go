@@ -120,10 +120,8 @@ func (l *Loader) startGuard(enforcement *ebpf.CollectionSpec) error {
 		return fmt.Errorf("load guard object: no program %s", guardClaimProgram)
 	}
 	markObjects(spec)
-	for name, p := range spec.Programs {
-		if !l.kernel.HasHook(p.AttachTo) {
-			return fmt.Errorf("start tamper guard: this kernel has no LSM hook %s, which program %s needs", p.AttachTo, name)
-		}
+	if err := checkGuardHooks(spec, l.kernel); err != nil {
+		return err
 	}
 	g := &guard{}
 	l.guard = g
@@ -490,4 +488,15 @@ func hasLSMPrograms(spec *ebpf.CollectionSpec) bool {
 		}
 	}
 	return false
+}
+
+// checkGuardHooks refuses a kernel without one of the guard's hooks: the
+// guard has no optional programs.
+func checkGuardHooks(spec *ebpf.CollectionSpec, k *Kernel) error {
+	for name, p := range spec.Programs {
+		if !k.HasHook(p.AttachTo) {
+			return fmt.Errorf("start tamper guard: this kernel has no LSM hook %s, which program %s needs", p.AttachTo, name)
+		}
+	}
+	return nil
 }

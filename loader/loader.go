@@ -268,6 +268,39 @@ func (l *Loader) install(spec *ebpf.CollectionSpec, opts Options) (err error) {
 	return nil
 }
 
+// Hooks lists the LSM hooks a load attaches programs to on this kernel,
+// the tamper guard's included: sorted, each once. A BPF LSM program on a
+// hook costs every call of the hook a trampoline, whatever the program
+// does, so these are where bpfipe's cost floor lies (docs/benchmarks.md).
+func Hooks() ([]string, error) {
+	k, err := DetectKernel()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF object: %w", err)
+	}
+	if err := selectPrograms(spec, k); err != nil {
+		return nil, err
+	}
+	guard, err := bpf.LoadGuardSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load guard object: %w", err)
+	}
+	if err := checkGuardHooks(guard, k); err != nil {
+		return nil, err
+	}
+	var hooks []string
+	for _, s := range []*ebpf.CollectionSpec{spec, guard} {
+		for _, p := range s.Programs {
+			hooks = append(hooks, p.AttachTo)
+		}
+	}
+	slices.Sort(hooks)
+	return slices.Compact(hooks), nil
+}
+
 // selectPrograms keeps the LSM programs this kernel can attach. A capture_
 // program whose hook is missing is dropped (its information then comes
 // from userspace or is unobservable); any other missing hook is an error,

@@ -177,6 +177,45 @@ func TestSummarizeTakesRatiosWithinEachRound(t *testing.T) {
 	}
 }
 
+// bpfipe's rows are also taken against the empty programs on its hooks,
+// round by round; no other enforcer's are.
+func TestSummarizeTakesBpfipeAboveTheFloor(t *testing.T) {
+	records := []Record{
+		{Plan: &Plan{Kernel: "6.1.0-test", Variants: []string{Baseline, EmptyLSM, "bpfipe/1", "ipe/1"}, Rounds: 2}},
+		sample(0, Baseline, MmapExec, 100),
+		sample(0, EmptyLSM, MmapExec, 102),
+		sample(0, "bpfipe/1", MmapExec, 107),
+		sample(0, "ipe/1", MmapExec, 120),
+		// Round 1 has no floor: it counts toward the ratio to the
+		// baseline, not toward the ratio to the floor.
+		sample(1, Baseline, MmapExec, 200),
+		sample(1, "bpfipe/1", MmapExec, 230),
+		sample(1, "ipe/1", MmapExec, 240),
+	}
+	res, err := Summarize("debian-6.1", records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpfipe, _ := res.Row("bpfipe/1")
+	c := bpfipe.Cells[MmapExec]
+	if !closeSpread(c.AboveFloor, Spread{N: 1, Median: 107.0 / 102, Min: 107.0 / 102, Max: 107.0 / 102}) {
+		t.Errorf("bpfipe above the floor %+v", c.AboveFloor)
+	}
+	if !closeSpread(c.Ratio, Spread{N: 2, Median: 1.11, Min: 1.07, Max: 1.15}) {
+		t.Errorf("bpfipe ratio %+v", c.Ratio)
+	}
+	for _, v := range []string{Baseline, EmptyLSM, "ipe/1"} {
+		if row, _ := res.Row(v); row.Cells[MmapExec].AboveFloor.N != 0 {
+			t.Errorf("%s has a ratio to the floor: %+v", v, row.Cells[MmapExec].AboveFloor)
+		}
+	}
+	var b strings.Builder
+	WriteMarkdown(&b, res)
+	if want := "| bpfipe/1 | – | – | 1.049 [1.049–1.049] | – | – |"; !strings.Contains(b.String(), want) {
+		t.Errorf("markdown lacks %q:\n%s", want, b.String())
+	}
+}
+
 func TestSummarizeWantsAPlan(t *testing.T) {
 	if _, err := Summarize("debian-6.1", []Record{sample(0, Baseline, ExecStatic, 1)}); err == nil {
 		t.Error("records without a plan summarised")

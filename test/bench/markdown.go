@@ -66,6 +66,7 @@ func WriteMarkdown(w io.Writer, r *Result) {
 	if len(skipped) > 0 {
 		fmt.Fprintln(w)
 	}
+	writeAboveFloor(w, r)
 	fmt.Fprintln(w, "Median time per operation, µs (under emulation: compare within a column, not with hardware).")
 	fmt.Fprintln(w)
 	header(w, append([]string{"variant"}, titles()...)...)
@@ -99,6 +100,42 @@ func WriteMarkdown(w io.Writer, r *Result) {
 	}
 }
 
+// writeAboveFloor prints bpfipe's variants against EmptyLSM rather than
+// the baseline, when both were measured.
+func writeAboveFloor(w io.Writer, r *Result) {
+	var rows []Row
+	for _, row := range r.Rows {
+		for _, c := range row.Cells {
+			if c.AboveFloor.N > 0 {
+				rows = append(rows, row)
+				break
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "bpfipe's decisions alone: time per operation as a ratio to `%s` (a program that returns 0 at each of bpfipe's hooks) in the same round, median [min–max].\n\n", EmptyLSM)
+	header(w, append([]string{"variant"}, titles()...)...)
+	for _, row := range rows {
+		cells := []string{row.Variant}
+		for _, wl := range Workloads {
+			c, ok := row.Cells[wl]
+			if !ok || c.AboveFloor.N == 0 {
+				cells = append(cells, "–")
+				continue
+			}
+			cells = append(cells, spreadRatio(c.AboveFloor))
+		}
+		line(w, cells...)
+	}
+	fmt.Fprintln(w)
+}
+
+func spreadRatio(s Spread) string {
+	return fmt.Sprintf("%.3f [%.3f–%.3f]", s.Median, s.Min, s.Max)
+}
+
 func titles() []string {
 	var t []string
 	for _, wl := range Workloads {
@@ -115,7 +152,7 @@ func ratioCell(row Row, workload string) string {
 	if row.Variant == Baseline {
 		return fmt.Sprintf("1.00 (%.0f µs)", c.NsPerOp.Median/1e3)
 	}
-	return fmt.Sprintf("%.3f [%.3f–%.3f]", c.Ratio.Median, c.Ratio.Min, c.Ratio.Max)
+	return spreadRatio(c.Ratio)
 }
 
 func skipText(s *Skip) string {

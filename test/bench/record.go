@@ -38,6 +38,13 @@ var Workloads = []string{ExecStatic, ExecDynamic, MmapExec, MprotectExec, OpenCl
 // Baseline is the variant without enforcement every ratio is taken to.
 const Baseline = "none"
 
+// EmptyLSM is the variant with a BPF LSM program that returns 0 at every
+// hook bpfipe's programs attach to (loader.Hooks): what any BPF LSM in
+// bpfipe's place costs before it decides anything, the kernel's
+// trampolines and the BPF program calls. bpfipe's ratios to it are what
+// its decisions add (Cell.AboveFloor).
+const EmptyLSM = "empty-lsm"
+
 // Enforcers, as variant names start with them: "bpfipe/1000".
 const (
 	Bpfipe    = "bpfipe"

@@ -43,7 +43,7 @@ func checkComplete(t *testing.T, res *Result, doc string, withIPE bool) {
 	if !res.Finished {
 		t.Error("the guest did not finish")
 	}
-	want := []string{Baseline}
+	want := []string{Baseline, EmptyLSM}
 	enforcers := []string{Bpfipe}
 	if withIPE {
 		enforcers = append(enforcers, IPE)
@@ -72,6 +72,9 @@ func checkComplete(t *testing.T, res *Result, doc string, withIPE bool) {
 		for _, w := range Workloads {
 			if c, ok := row.Cells[w]; !ok || c.NsPerOp.N == 0 || (v != Baseline && c.Ratio.N == 0) {
 				t.Errorf("%s: no %s numbers", v, w)
+			}
+			if strings.HasPrefix(v, Bpfipe+"/") && row.Cells[w].AboveFloor.N == 0 {
+				t.Errorf("%s: no %s numbers against %s", v, w, EmptyLSM)
 			}
 		}
 	}

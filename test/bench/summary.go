@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Spread is the median and range of a set of values.
@@ -34,6 +35,10 @@ type Cell struct {
 	Ratio Spread
 	// NsPerOp is the time per operation over the rounds.
 	NsPerOp Spread
+	// AboveFloor, for bpfipe's variants, is the time per operation
+	// divided by EmptyLSM's in the same round: what bpfipe's decisions
+	// add to the cost of any BPF LSM on the same hooks.
+	AboveFloor Spread
 }
 
 // Row is one variant: its cells by workload, or why it has none.
@@ -170,23 +175,35 @@ func Summarize(kernel string, records []Record) (*Result, error) {
 		}
 		perOp[s.Variant][s.Workload][s.Round] = s.NsPerOp()
 	}
-	base := perOp[Baseline]
 	for _, v := range res.Plan.Variants {
 		row := Row{Variant: v, Skip: skips[v]}
 		if byWorkload, ok := perOp[v]; ok {
 			row.Cells = map[string]Cell{}
 			for w, byRound := range byWorkload {
-				var ratios, times []float64
-				for round, ns := range byRound {
+				var times []float64
+				for _, ns := range byRound {
 					times = append(times, ns)
-					if b, ok := base[w][round]; ok && b > 0 {
-						ratios = append(ratios, ns/b)
-					}
 				}
-				row.Cells[w] = Cell{Ratio: SpreadOf(ratios), NsPerOp: SpreadOf(times)}
+				cell := Cell{Ratio: ratiosTo(byRound, perOp[Baseline][w]), NsPerOp: SpreadOf(times)}
+				if strings.HasPrefix(v, Bpfipe+"/") {
+					cell.AboveFloor = ratiosTo(byRound, perOp[EmptyLSM][w])
+				}
+				row.Cells[w] = cell
 			}
 		}
 		res.Rows = append(res.Rows, row)
 	}
 	return res, nil
+}
+
+// ratiosTo spreads the ratios of times to reference's in the same round,
+// over the rounds that measured both.
+func ratiosTo(times, reference map[int]float64) Spread {
+	var ratios []float64
+	for round, ns := range times {
+		if ref, ok := reference[round]; ok && ref > 0 {
+			ratios = append(ratios, ns/ref)
+		}
+	}
+	return SpreadOf(ratios)
 }

@@ -209,6 +209,13 @@ func (g *guest) openIPE(certPath, keyPath string) error {
 // follows the rule count.
 func (g *guest) plan(fallbacks []int, fapolicydMissing string) error {
 	g.variants = append(g.variants, &variant{name: bench.Baseline, up: noop, down: noop})
+	if empty, err := newEmptyLSM(); err != nil {
+		g.variants = append(g.variants, &variant{name: bench.EmptyLSM, skipped: true})
+		g.out.record(bench.Record{Skip: &bench.Skip{Variant: bench.EmptyLSM, Reason: err.Error()}})
+	} else {
+		// It decides nothing: the untrusted program runs.
+		g.variants = append(g.variants, &variant{name: bench.EmptyLSM, up: empty.up, down: empty.down})
+	}
 	type enforcer struct {
 		name  string
 		probe func(n int) error
@@ -293,12 +300,15 @@ func (g *guest) plan(fallbacks []int, fapolicydMissing string) error {
 	return nil
 }
 
-// splitVariant returns a variant's enforcer, "" for the baseline so that
-// it sorts first, and its policy size.
+// splitVariant returns a variant's enforcer, "" for the baseline and " "
+// for the empty programs so that they sort first, and its policy size.
 func splitVariant(variant string) (string, int) {
 	e, size, _ := strings.Cut(variant, "/")
-	if e == bench.Baseline {
+	switch e {
+	case bench.Baseline:
 		return "", 0
+	case bench.EmptyLSM:
+		return " ", 0
 	}
 	n, _ := strconv.Atoi(size)
 	return e, n
