@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -11,14 +13,17 @@ import (
 	"github.com/bpfipe/bpfipe/loader"
 )
 
+// emptyPinDir holds the empty programs' links while they are attached.
+// The loads of bpfipe that plan makes first have mounted the BPF
+// filesystem.
+const emptyPinDir = "/sys/fs/bpf/bench-empty-lsm"
+
 // emptyLSM attaches a program that returns 0 at every hook bpfipe's
 // programs attach to: the floor of any BPF LSM in bpfipe's place, which
 // pays a trampoline and a program call on each of those hooks' calls
 // whatever it decides.
 type emptyLSM struct {
 	hooks []string
-	progs []*ebpf.Program
-	links []link.Link
 }
 
 func newEmptyLSM() (*emptyLSM, error) {
@@ -29,37 +34,48 @@ func newEmptyLSM() (*emptyLSM, error) {
 	return &emptyLSM{hooks: hooks}, nil
 }
 
+// up attaches and pins the programs and closes every descriptor, as the
+// bpfipe variants do: descriptors this process kept open would be copied
+// by every fork and closed by every exec of the workloads, a cost of the
+// harness rather than of the hooks.
 func (e *emptyLSM) up() error {
+	if err := os.Mkdir(emptyPinDir, 0o700); err != nil {
+		return fmt.Errorf("pin directory for the empty programs: %w", err)
+	}
 	for _, hook := range e.hooks {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name:         "bench_empty",
-			Type:         ebpf.LSM,
-			AttachType:   ebpf.AttachLSMMac,
-			AttachTo:     hook,
-			License:      "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		})
-		if err != nil {
-			return errors.Join(fmt.Errorf("load an empty program for %s: %w", hook, err), e.down())
+		if err := attachEmpty(hook); err != nil {
+			return errors.Join(err, e.down())
 		}
-		e.progs = append(e.progs, prog)
-		l, err := link.AttachLSM(link.LSMOptions{Program: prog})
-		if err != nil {
-			return errors.Join(fmt.Errorf("attach an empty program to %s: %w", hook, err), e.down())
-		}
-		e.links = append(e.links, l)
 	}
 	return nil
 }
 
+func attachEmpty(hook string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "bench_empty",
+		Type:         ebpf.LSM,
+		AttachType:   ebpf.AttachLSMMac,
+		AttachTo:     hook,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("load an empty program for %s: %w", hook, err)
+	}
+	// The link keeps the program.
+	defer prog.Close()
+	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach an empty program to %s: %w", hook, err)
+	}
+	defer l.Close()
+	if err := l.Pin(filepath.Join(emptyPinDir, hook)); err != nil {
+		return fmt.Errorf("pin the empty program's link on %s: %w", hook, err)
+	}
+	return nil
+}
+
+// down unpins the links, which detaches them.
 func (e *emptyLSM) down() error {
-	var errs []error
-	for _, l := range e.links {
-		errs = append(errs, l.Close())
-	}
-	for _, p := range e.progs {
-		errs = append(errs, p.Close())
-	}
-	e.links, e.progs = nil, nil
-	return errors.Join(errs...)
+	return os.RemoveAll(emptyPinDir)
 }
