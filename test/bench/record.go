@@ -1,12 +1,14 @@
 // Package bench measures what enforcement costs, inside qemu guests booting
 // Debian's stock kernels: fork+exec of a static and of a dynamically linked
-// program, and executable file mappings, under no enforcement, bpfipe with
-// policies of 1 to 100,000 rules, in-tree IPE with the same policies and
-// fapolicyd where it runs; then policy load and update times, kernel
-// memory and event throughput. The program in test/bench/guest measures
-// inside the guest and prints Records; Run boots it, Summarize turns the
-// records into ratios to the baseline, and WriteMarkdown prints the tables
-// docs/benchmarks.md shows. `make bench` drives it through test/bench/run.
+// program, and executable file mappings, under no enforcement, programs
+// that decide nothing on bpfipe's hooks (the floor of any BPF LSM),
+// bpfipe with policies of 1 to 100,000 rules, in-tree IPE with the same
+// policies and fapolicyd where it runs; then policy load and update
+// times, kernel memory and event throughput. The program in
+// test/bench/guest measures inside the guest and prints Records; Run boots
+// it, Summarize turns the records into ratios to the baseline, and
+// WriteMarkdown prints the tables docs/benchmarks.md shows. `make bench`
+// drives it through test/bench/run.
 package bench
 
 import (

@@ -75,7 +75,27 @@ func attachEmpty(hook string) error {
 	return nil
 }
 
-// down unpins the links, which detaches them.
+// down detaches the programs before it returns. Each link is opened,
+// unpinned and closed: the close frees it there and then, where removing
+// its last pin alone would leave that to a kernel worker on 6.12, and the
+// next variant would be installed, or timed, while the programs are still
+// attached.
 func (e *emptyLSM) down() error {
-	return os.RemoveAll(emptyPinDir)
+	entries, err := os.ReadDir(emptyPinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, entry := range entries {
+		l, err := link.LoadPinnedLink(filepath.Join(emptyPinDir, entry.Name()), nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open the empty program's link on %s: %w", entry.Name(), err))
+			continue
+		}
+		errs = append(errs, l.Unpin(), l.Close())
+	}
+	return errors.Join(append(errs, os.RemoveAll(emptyPinDir))...)
 }
